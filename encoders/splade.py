@@ -1,0 +1,95 @@
+"""SPLADE encoder for any masked-LM checkpoint: backbone -> fused SPLADE head -> sparse vectors."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from tqdm.auto import tqdm
+
+from lsr.index import LsrError, SparseBatch
+from lsr.kernels import splade_head
+
+
+def detach_output_head(model: torch.nn.Module) -> torch.nn.Linear:
+    """Swap the model's vocabulary projection for an identity and return the projection.
+
+    The model's forward then yields the hidden states right before the projection (after the MLM transform
+    layer for BERT-style heads, or the final norm for decoder `lm_head`s), and the head function computes
+    projection, activation and pooling without materialising (batch, tokens, vocab) logits. The returned
+    module keeps the original parameters, so weights stay tied to the input embeddings.
+    """
+    head = model.get_output_embeddings()
+    if not isinstance(head, torch.nn.Linear):
+        raise LsrError(f"{type(model).__name__}: output embeddings are {type(head).__name__}, expected Linear")
+    for parent in model.modules():
+        for child_name, child in parent.named_children():
+            if child is head:
+                setattr(parent, child_name, torch.nn.Identity())
+                return head
+    raise LsrError(f"{type(model).__name__}: could not find the output projection module")
+
+
+class SpladeEncoder:
+    """Encodes texts into SPLADE vectors; satisfies lsr.index's QueryEncoder and DocumentEncoder.
+
+    Texts are tokenised once, sorted by length and batched, so padding is minimal; results come back in
+    input order.
+    """
+
+    def __init__(self, source: str, *, max_length: int = 256, batch_size: int = 32, head: str = "auto",
+                 device: str | None = None, show_progress: bool = True) -> None:
+        from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+        if max_length < 2:
+            raise LsrError(f"max_length must be at least 2, got {max_length}")
+        if batch_size < 1:
+            raise LsrError(f"batch_size must be positive, got {batch_size}")
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source)
+            model = AutoModelForMaskedLM.from_pretrained(source)
+        except OSError as e:
+            raise LsrError(f"cannot load model {source!r}: {str(e).splitlines()[0]}") from e
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.head_module = detach_output_head(model)
+        self.model = model.to(self.device).eval()
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.head = head
+        self.show_progress = show_progress
+        self.vocab_size = int(self.head_module.weight.shape[0])
+
+    def encode_queries(self, texts: Sequence[str]) -> SparseBatch:
+        return self.encode(texts, desc="queries")
+
+    def encode_documents(self, texts: Sequence[str]) -> SparseBatch:
+        return self.encode(texts, desc="documents")
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(batch, vocab) SPLADE weights for one padded batch (differentiable)."""
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).logits  # pre-projection states
+        return splade_head(hidden, self.head_module.weight, self.head_module.bias, attention_mask=attention_mask,
+                           backend=self.head)
+
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str], desc: str = "texts") -> SparseBatch:
+        texts = list(texts)
+        if not all(isinstance(t, str) for t in texts):
+            raise LsrError("encode: every text must be a string")
+        if not texts:
+            return SparseBatch(np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32),
+                               self.vocab_size)
+        ids = self.tokenizer(texts, truncation=True, max_length=self.max_length, add_special_tokens=True)["input_ids"]
+        order = np.argsort([-len(x) for x in ids], kind="stable")
+        rows: list[sp.csr_matrix] = [None] * len(texts)  # type: ignore[list-item]
+        with tqdm(total=len(texts), desc=f"encoding {desc}", unit="text", disable=not self.show_progress) as bar:
+            for start in range(0, len(texts), self.batch_size):
+                batch_idx = order[start:start + self.batch_size]
+                padded = self.tokenizer.pad({"input_ids": [ids[i] for i in batch_idx]}, return_tensors="pt")
+                out = self.forward(padded["input_ids"].to(self.device), padded["attention_mask"].to(self.device))
+                block = sp.csr_matrix(out.float().cpu().numpy())
+                for j, i in enumerate(batch_idx):
+                    rows[i] = block[j]
+                bar.update(len(batch_idx))
+        return SparseBatch.from_scipy(sp.vstack(rows, format="csr"))

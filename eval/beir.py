@@ -1,0 +1,170 @@
+"""BEIR datasets: a local folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) or a dataset name looked up
+under the data dir (`--data-dir`, else `LSR_DATA_DIR`, else a user cache folder, where the official archive
+is downloaded when online)."""
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from lsr.index import LsrError
+
+BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
+BEIR_NAMES = ("arguana", "climate-fever", "cqadupstack", "dbpedia-entity", "fever", "fiqa", "hotpotqa", "msmarco",
+              "nfcorpus", "nq", "quora", "scidocs", "scifact", "trec-covid", "webis-touche2020")
+
+
+@dataclass(frozen=True)
+class Document:
+    title: str
+    text: str
+
+    @property
+    def contents(self) -> str:
+        """The text every model sees: title and body joined by a space ("flat")."""
+        return f"{self.title} {self.text}".strip()
+
+
+@dataclass
+class BeirDataset:
+    name: str
+    path: Path
+    corpus: dict[str, Document]  # doc_id -> document, in file order
+    queries: dict[str, str]  # query_id -> text, only queries judged in the split
+    qrels: dict[str, dict[str, int]]  # query_id -> doc_id -> relevance
+    split: str
+
+    @property
+    def doc_ids(self) -> list[str]:
+        return list(self.corpus)
+
+    @property
+    def query_ids(self) -> list[str]:
+        return list(self.queries)
+
+
+def default_data_dir() -> Path:
+    if os.environ.get("LSR_DATA_DIR"):
+        return Path(os.environ["LSR_DATA_DIR"]).expanduser()
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "lsr" / "beir"
+
+
+def locate_dataset(dataset: str | Path, data_dir: str | Path | None = None, download: bool = True) -> Path:
+    """A BEIR folder for a path or a name, downloading the official archive for a known name if needed."""
+    path = Path(dataset).expanduser()
+    if (path / "corpus.jsonl").is_file():
+        return path
+    root = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    named = root / str(dataset)
+    if (named / "corpus.jsonl").is_file():
+        return named
+    if path.exists():
+        raise LsrError(f"{path}: not a BEIR folder (no corpus.jsonl)")
+    if download and str(dataset) in BEIR_NAMES:
+        return _download(str(dataset), root)
+    raise LsrError(f"dataset {str(dataset)!r} not found: no {named}/corpus.jsonl; pass a BEIR folder, "
+                   f"set LSR_DATA_DIR or --data-dir (known names: {', '.join(BEIR_NAMES)})")
+
+
+def _download(name: str, root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    archive = root / f"{name}.zip.part"
+    url = BEIR_URL.format(name=name)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(archive, "wb") as f:
+            while chunk := response.read(1 << 20):
+                f.write(chunk)
+        with zipfile.ZipFile(archive) as z:
+            z.extractall(root)
+    except (urllib.error.URLError, OSError, zipfile.BadZipFile) as e:
+        raise LsrError(f"dataset {name!r} is not under {root} and downloading {url} failed ({e})") from e
+    finally:
+        archive.unlink(missing_ok=True)
+    return root / name
+
+
+def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
+    """Records of a JSONL file; a malformed line raises an error naming the file and line."""
+    if not path.is_file():
+        raise LsrError(f"{path}: no such file")
+    records = []
+    with open(path, encoding="utf-8", errors="strict") as f:
+        try:
+            for lineno, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError as e:
+                    raise LsrError(f"{path}:{lineno}: malformed JSON ({e.args[0]})") from None
+                if not isinstance(record, dict) or any(k not in record for k in required):
+                    raise LsrError(f"{path}:{lineno}: expected an object with {', '.join(required)}")
+                records.append(record)
+        except UnicodeDecodeError as e:
+            raise LsrError(f"{path}: not UTF-8 ({e.reason} at byte {e.start})") from None
+    return records
+
+
+def read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    """TREC-style BEIR qrels (`query-id corpus-id score`, tab-separated, an optional header, CRLF allowed)."""
+    if not path.is_file():
+        splits = sorted(p.stem for p in path.parent.glob("*.tsv"))
+        raise LsrError(f"{path}: no such qrels file (splits here: {', '.join(splits) or 'none'})")
+    qrels: dict[str, dict[str, int]] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            fields = line.rstrip("\r\n").split("\t")
+            if fields == [""]:
+                continue
+            if lineno == 1 and fields[0] == "query-id":
+                continue
+            if len(fields) != 3:
+                raise LsrError(f"{path}:{lineno}: expected 3 tab-separated fields, got {len(fields)}")
+            try:
+                relevance = int(fields[2])
+            except ValueError:
+                raise LsrError(f"{path}:{lineno}: relevance {fields[2]!r} is not an integer") from None
+            qrels.setdefault(fields[0], {})[fields[1]] = relevance
+    return qrels
+
+
+def load_corpus(dataset: str | Path, data_dir: str | Path | None = None, limit: int | None = None) -> BeirDataset:
+    """The corpus alone (first `limit` documents if given), with no queries."""
+    path = locate_dataset(dataset, data_dir)
+    records = read_jsonl(path / "corpus.jsonl", ("_id",))
+    if not records:
+        raise LsrError(f"{path / 'corpus.jsonl'}: empty corpus")
+    if limit is not None:
+        if limit < 1:
+            raise LsrError(f"--limit must be positive, got {limit}")
+        if limit > len(records):
+            raise LsrError(f"--limit {limit} is larger than the corpus ({len(records)} documents)")
+        records = records[:limit]
+    corpus = {str(r["_id"]): Document(str(r.get("title") or ""), str(r.get("text") or "")) for r in records}
+    if len(corpus) != len(records):
+        raise LsrError(f"{path / 'corpus.jsonl'}: duplicate _id values")
+    name = path.name if Path(dataset).expanduser().exists() else str(dataset)
+    return BeirDataset(name=name, path=path, corpus=corpus, queries={}, qrels={}, split="")
+
+
+def load_beir(dataset: str | Path, split: str = "test", data_dir: str | Path | None = None,
+              limit: int | None = None) -> BeirDataset:
+    """Corpus (first `limit` documents if given), the split's judged queries and their qrels."""
+    ds = load_corpus(dataset, data_dir, limit)
+    qrels = read_qrels(ds.path / "qrels" / f"{split}.tsv")
+    all_queries = {str(r["_id"]): str(r["text"]) for r in read_jsonl(ds.path / "queries.jsonl", ("_id", "text"))}
+    missing = [q for q in qrels if q not in all_queries]
+    if missing:
+        raise LsrError(f"{ds.path}: {len(missing)} judged queries of split {split!r} are not in queries.jsonl "
+                       f"(first: {missing[0]!r})")
+    if not qrels:
+        raise LsrError(f"{ds.path}: split {split!r} judges no queries")
+    ds.queries = {q: all_queries[q] for q in qrels}
+    ds.qrels = qrels
+    ds.split = split
+    return ds

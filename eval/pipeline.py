@@ -1,0 +1,170 @@
+"""The offline jobs: encode a BEIR corpus, build an index over it, and evaluate a model end to end with
+efficiency figures next to quality."""
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lsr.index import IndexReader, IndexWriter, LsrError, Run, Searcher, SparseBatch
+
+from .beir import BeirDataset
+from .metrics import evaluate_run
+
+RETRIEVAL_DEPTH = 1000
+
+
+@dataclass
+class EncoderOptions:
+    max_length: int = 256
+    batch_size: int = 32
+    head: str = "auto"
+    show_progress: bool = True
+
+
+def load_sparse_encoder(model: str, options: EncoderOptions):
+    """A SpladeEncoder for a registered name, folder or hub id; a clear error for other kinds."""
+    from lsr.encoders import SpladeEncoder, resolve_model
+
+    spec = resolve_model(model)
+    if spec.kind != "splade":
+        raise LsrError(f"model {model!r} is a {spec.kind} model, not a sparse encoder")
+    return SpladeEncoder(spec.source, max_length=options.max_length, batch_size=options.batch_size,
+                         head=options.head, show_progress=options.show_progress)
+
+
+def model_reference(model: str) -> str:
+    """How an index records its model: a registered name or hub id as given, a folder as an absolute path."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.is_dir() else model
+
+
+def build_sparse_index(dataset: BeirDataset, model: str, out: str | Path, options: EncoderOptions,
+                       bits: int = 8, overwrite: bool = False) -> dict[str, float]:
+    """Encode the corpus and write the index; returns timing figures."""
+    encoder = load_sparse_encoder(model, options)
+    start = time.perf_counter()
+    docs = encoder.encode_documents([d.contents for d in dataset.corpus.values()])
+    encode_s = time.perf_counter() - start
+    info = {"model": model_reference(model), "max_length": options.max_length, "dataset": dataset.name}
+    start = time.perf_counter()
+    with IndexWriter(out, vocab_size=encoder.vocab_size, bits=bits, info=info, overwrite=overwrite) as writer:
+        writer.add(docs, dataset.doc_ids)
+    return {"encode_s": encode_s, "docs_per_s": len(dataset.corpus) / encode_s,
+            "index_build_s": time.perf_counter() - start}
+
+
+def percentiles(values_ms: list[float]) -> dict[str, float]:
+    a = np.asarray(values_ms, dtype=np.float64)
+    return {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)), "mean": float(a.mean())}
+
+
+def expected_flops(queries: SparseBatch, docs_df: np.ndarray, num_docs: int) -> float:
+    """FLOPS of the SPLADE paper: sum over terms of P(term in a query) * P(term in a document)."""
+    q_df = np.bincount(queries.term_ids, minlength=queries.vocab_size).astype(np.float64)
+    return float((q_df / max(len(queries), 1)) @ (docs_df / num_docs))
+
+
+@dataclass
+class EvalReport:
+    dataset: str
+    split: str
+    model: str
+    metrics: dict[str, float]
+    num_queries: int
+    num_docs: int
+    efficiency: dict[str, Any] = field(default_factory=dict)
+    run: Run = field(default_factory=dict, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "split": self.split, "model": self.model, "metrics": self.metrics,
+                "num_queries": self.num_queries, "num_docs": self.num_docs, **self.efficiency}
+
+
+def evaluate_sparse(dataset: BeirDataset, model: str, options: EncoderOptions, index_dir: str | Path | None = None,
+                    bits: int = 8) -> EvalReport:
+    efficiency: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="lsr-eval-") as tmp:
+        path = Path(index_dir) if index_dir else Path(tmp) / "index"
+        if (path / "meta.json").exists():
+            reader = IndexReader(path)
+            built_with = reader.info.get("model")
+            if built_with != model_reference(model):
+                raise LsrError(f"{path} was built with model {built_with!r}, not {model!r}")
+            if reader.num_docs != len(dataset.corpus) or reader.doc_ids != dataset.doc_ids:
+                raise LsrError(f"{path} indexes other documents than {dataset.name} (rebuild it or drop --index)")
+        else:
+            efficiency.update(build_sparse_index(dataset, model, path, options, bits=bits))
+            reader = IndexReader(path)
+        efficiency["index_bytes"] = reader.size_bytes()
+        searcher = Searcher(reader)
+        encoder = load_sparse_encoder(model, EncoderOptions(options.max_length, 1, options.head, False))
+        run, vectors, encode_ms, search_ms = _timed_queries(dataset, encoder, searcher)
+
+        doc_nnz = np.diff(np.asarray(reader.offsets))  # postings per term = document frequency
+        efficiency.update({
+            "avg_doc_nnz": float(reader.meta["num_postings"]) / reader.num_docs,
+            "avg_query_nnz": float(vectors.nnz) / len(vectors),
+            "flops": expected_flops(vectors, doc_nnz.astype(np.float64), reader.num_docs),
+            "query_encode_ms": percentiles(encode_ms),
+            "search_ms": percentiles(search_ms),
+            "query_latency_ms": percentiles([a + b for a, b in zip(encode_ms, search_ms)]),
+            "quantization": reader.meta["quantization"],
+        })
+    return EvalReport(dataset.name, dataset.split, model, evaluate_run(run, dataset.qrels), len(dataset.queries),
+                      len(dataset.corpus), efficiency, run)
+
+
+def _timed_queries(dataset: BeirDataset, encoder, searcher: Searcher):
+    """One query at a time, as a user's request would come: encode, then search, each timed."""
+    run: Run = {}
+    vectors, encode_ms, search_ms = [], [], []
+    for qid, text in dataset.queries.items():
+        t0 = time.perf_counter()
+        vector = encoder.encode_queries([text])
+        t1 = time.perf_counter()
+        run[qid] = searcher.search(vector, k=RETRIEVAL_DEPTH)
+        t2 = time.perf_counter()
+        vectors.append(vector)
+        encode_ms.append((t1 - t0) * 1e3)
+        search_ms.append((t2 - t1) * 1e3)
+    return run, SparseBatch.concat(vectors), encode_ms, search_ms
+
+
+def evaluate_bm25(dataset: BeirDataset, index_dir: str | Path | None = None) -> EvalReport:
+    from .bm25 import BM25Searcher, build_bm25_index
+
+    efficiency: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="lsr-bm25-") as tmp:
+        path = Path(index_dir) if index_dir else Path(tmp) / "lucene"
+        if not (path.exists() and any(path.iterdir())):
+            start = time.perf_counter()
+            build_bm25_index(dataset.doc_ids, [d.contents for d in dataset.corpus.values()], path)
+            seconds = time.perf_counter() - start
+            efficiency.update({"index_build_s": seconds, "docs_per_s": len(dataset.corpus) / seconds})
+        searcher = BM25Searcher(path)
+        run: Run = {}
+        latency = []
+        for qid, text in dataset.queries.items():
+            t0 = time.perf_counter()
+            run[qid] = searcher.search(text, k=RETRIEVAL_DEPTH)
+            latency.append((time.perf_counter() - t0) * 1e3)
+        efficiency["query_latency_ms"] = percentiles(latency)
+    return EvalReport(dataset.name, dataset.split, "bm25", evaluate_run(run, dataset.qrels), len(dataset.queries),
+                      len(dataset.corpus), efficiency, run)
+
+
+def evaluate(dataset: BeirDataset, model: str, options: EncoderOptions, index_dir: str | Path | None = None,
+             bits: int = 8) -> EvalReport:
+    from lsr.encoders import resolve_model
+
+    kind = resolve_model(model).kind
+    if kind == "bm25":
+        return evaluate_bm25(dataset, index_dir)
+    if kind == "splade":
+        return evaluate_sparse(dataset, model, options, index_dir, bits)
+    raise LsrError(f"model {model!r} is a {kind} model; `lsr eval` evaluates sparse models and bm25")

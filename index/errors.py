@@ -1,0 +1,9 @@
+"""The one exception type the project raises for bad input; the CLI prints it as a one-line error."""
+
+
+class LsrError(Exception):
+    """A problem with the user's input (a file, an index, a name, an argument), stated in one line."""
+
+
+class IndexFormatError(LsrError):
+    """An index folder that is missing, half-written, corrupted or of another format version."""

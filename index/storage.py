@@ -1,0 +1,242 @@
+"""The index on disk: per-term postings of quantised impacts as plain numpy arrays, plus a versioned
+`meta.json` that records the quantisation, the encoder, and a checksum of every file.
+
+Writes are atomic: everything goes to a temporary sibling folder which is renamed into place only once
+complete, so a reader never sees a half-written index. Opening an index checks the format version, the
+file sizes and checksums and the array invariants, and raises `IndexFormatError` on any mismatch.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from .errors import IndexFormatError, LsrError
+from .quantize import Quantization
+from .sparse import SparseBatch
+
+FORMAT = "lsr-index"
+FORMAT_VERSION = 1
+META = "meta.json"
+OFFSETS = "postings_offsets.npy"  # int64 (vocab_size + 1): term t's postings are [offsets[t], offsets[t+1])
+DOC_IDX = "postings_doc_idx.npy"  # int32 (num_postings), ascending within a term
+IMPACTS = "postings_impacts.npy"  # uint8 / uint16 (num_postings)
+DOC_IDS = "doc_ids.json"  # list[str], doc_idx -> doc_id
+DATA_FILES = (OFFSETS, DOC_IDX, IMPACTS, DOC_IDS)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _meta_checksum(meta: dict) -> str:
+    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _fsync_write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _save_array(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class IndexWriter:
+    """Collects document vectors, then writes the inverted index in one atomic step.
+
+    >>> with IndexWriter(out, vocab_size=30522, info={"model": "splade-tiny"}) as writer:
+    ...     writer.add(batch, doc_ids)
+    """
+
+    def __init__(self, path: str | Path, *, vocab_size: int, bits: int = 8, info: dict[str, Any] | None = None,
+                 overwrite: bool = False) -> None:
+        self.path = Path(path)
+        self.vocab_size = int(vocab_size)
+        self.bits = bits
+        self.info = dict(info or {})
+        self.overwrite = overwrite
+        self._batches: list[SparseBatch] = []
+        self._doc_ids: list[str] = []
+        if self.path.exists() and not overwrite:
+            raise LsrError(f"{self.path} already exists (pass overwrite to replace it)")
+        Quantization.fit(1.0, bits)  # validates bits early
+
+    def add(self, batch: SparseBatch, doc_ids: Sequence[str]) -> None:
+        if len(batch) != len(doc_ids):
+            raise LsrError(f"IndexWriter.add: {len(batch)} vectors but {len(doc_ids)} doc_ids")
+        if batch.vocab_size != self.vocab_size:
+            raise LsrError(f"IndexWriter.add: vocabulary {batch.vocab_size} != index vocabulary {self.vocab_size}")
+        if batch.nnz and batch.weights.min() < 0:
+            raise LsrError("IndexWriter.add: impact indexes need non-negative weights")
+        self._batches.append(batch)
+        self._doc_ids.extend(str(d) for d in doc_ids)
+
+    def __enter__(self) -> IndexWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+
+    def commit(self) -> Path:
+        if not self._doc_ids:
+            raise LsrError("cannot build an index over an empty corpus")
+        if len(set(self._doc_ids)) != len(self._doc_ids):
+            seen: set[str] = set()
+            dup = next(d for d in self._doc_ids if d in seen or seen.add(d))
+            raise LsrError(f"duplicate doc_id {dup!r}: every document needs its own id")
+        docs = SparseBatch.concat(self._batches)
+        quant = Quantization.fit(float(docs.weights.max()) if docs.nnz else 1.0, self.bits)
+        impacts = quant.quantize(docs.weights)
+        keep = impacts > 0  # a zero impact contributes nothing to any score
+        matrix = sp.csr_matrix((impacts[keep], docs.term_ids[keep], _kept_indptr(docs.indptr, keep)),
+                               shape=(len(docs), self.vocab_size))
+        postings = matrix.tocsc()
+        postings.sort_indices()
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent))
+        try:
+            _save_array(tmp / OFFSETS, postings.indptr.astype(np.int64))
+            _save_array(tmp / DOC_IDX, postings.indices.astype(np.int32))
+            _save_array(tmp / IMPACTS, postings.data.astype(quant.dtype))
+            _fsync_write(tmp / DOC_IDS, json.dumps(self._doc_ids).encode())
+            meta = {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "num_docs": len(self._doc_ids),
+                "vocab_size": self.vocab_size,
+                "num_postings": int(postings.nnz),
+                "quantization": quant.to_dict(),
+                "max_weight": float(docs.weights.max()) if docs.nnz else 0.0,
+                "info": self.info,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "files": {name: {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
+                          for name in DATA_FILES},
+            }
+            meta["meta_sha256"] = _meta_checksum(meta)
+            _fsync_write(tmp / META, json.dumps(meta, indent=2).encode())
+            self._swap_into_place(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return self.path
+
+    def _swap_into_place(self, tmp: Path) -> None:
+        if not self.path.exists():
+            os.rename(tmp, self.path)
+            return
+        if not self.overwrite:
+            raise LsrError(f"{self.path} appeared while the index was being written")
+        old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
+        os.rename(self.path, old)
+        os.rename(tmp, self.path)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _kept_indptr(indptr: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    kept_before = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])
+    return kept_before[indptr]
+
+
+class IndexReader:
+    """A read-only, memory-mapped view of an index folder, validated on open."""
+
+    def __init__(self, path: str | Path, *, verify_checksums: bool = True) -> None:
+        self.path = Path(path)
+        self.meta = _read_meta(self.path)
+        files = self.meta["files"]
+        for name in DATA_FILES:
+            p = self.path / name
+            if not p.is_file():
+                raise IndexFormatError(f"{self.path}: missing {name} (half-written or damaged index)")
+            if p.stat().st_size != files[name]["bytes"]:
+                raise IndexFormatError(f"{self.path}: {name} has {p.stat().st_size} bytes, meta says "
+                                       f"{files[name]['bytes']} (truncated or damaged index)")
+            if verify_checksums and _sha256(p) != files[name]["sha256"]:
+                raise IndexFormatError(f"{self.path}: checksum mismatch in {name} (corrupted index)")
+        self.quantization = Quantization.from_dict(self.meta["quantization"])
+        self.num_docs = int(self.meta["num_docs"])
+        self.vocab_size = int(self.meta["vocab_size"])
+        try:
+            self.offsets = np.load(self.path / OFFSETS, mmap_mode="r", allow_pickle=False)
+            self.doc_idx = np.load(self.path / DOC_IDX, mmap_mode="r", allow_pickle=False)
+            self.impacts = np.load(self.path / IMPACTS, mmap_mode="r", allow_pickle=False)
+            self.doc_ids: list[str] = json.loads((self.path / DOC_IDS).read_text(encoding="utf-8"))
+        except (ValueError, OSError, UnicodeDecodeError) as e:
+            raise IndexFormatError(f"{self.path}: unreadable index file ({e})") from e
+        self._check_invariants()
+
+    def _check_invariants(self) -> None:
+        n = int(self.meta["num_postings"])
+        problems = []
+        if self.offsets.shape != (self.vocab_size + 1,) or self.offsets.dtype != np.int64:
+            problems.append("postings offsets have the wrong shape or type")
+        elif self.offsets[0] != 0 or self.offsets[-1] != n or np.any(np.diff(self.offsets) < 0):
+            problems.append("postings offsets are not a monotone 0..num_postings sequence")
+        if self.doc_idx.shape != (n,) or self.impacts.shape != (n,):
+            problems.append("postings arrays disagree with num_postings")
+        elif self.impacts.dtype != self.quantization.dtype:
+            problems.append(f"impacts are {self.impacts.dtype}, meta says {self.quantization.bits} bits")
+        elif n and (self.doc_idx.min() < 0 or self.doc_idx.max() >= self.num_docs):
+            problems.append("a posting points outside the documents")
+        if len(self.doc_ids) != self.num_docs:
+            problems.append("doc_ids disagree with num_docs")
+        if problems:
+            raise IndexFormatError(f"{self.path}: {'; '.join(problems)}")
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return self.meta.get("info", {})
+
+    def postings(self, term_id: int) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = self.offsets[term_id], self.offsets[term_id + 1]
+        return self.doc_idx[lo:hi], self.impacts[lo:hi]
+
+    def doc_matrix(self) -> sp.csr_matrix:
+        """Documents × terms matrix of impacts (the forward view), for brute force and analysis."""
+        csc = sp.csc_matrix((np.asarray(self.impacts), np.asarray(self.doc_idx), np.asarray(self.offsets)),
+                            shape=(self.num_docs, self.vocab_size))
+        return csc.tocsr()
+
+    def size_bytes(self) -> int:
+        return sum((self.path / name).stat().st_size for name in (*DATA_FILES, META))
+
+
+def _read_meta(path: Path) -> dict:
+    if not path.is_dir():
+        raise IndexFormatError(f"{path}: no such index folder")
+    meta_path = path / META
+    if not meta_path.is_file():
+        raise IndexFormatError(f"{path}: no {META} (not an lsr index, or one whose write never finished)")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise IndexFormatError(f"{path}: {META} is not valid JSON (corrupted index)") from e
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise IndexFormatError(f"{path}: {META} does not describe an {FORMAT}")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise IndexFormatError(f"{path}: index format version {meta.get('format_version')!r}, this lsr reads "
+                               f"version {FORMAT_VERSION}; rebuild the index with `lsr index build`")
+    if meta.get("meta_sha256") != _meta_checksum(meta):
+        raise IndexFormatError(f"{path}: checksum mismatch in {META} (corrupted index)")
+    return meta

@@ -1,0 +1,204 @@
+"""Index round trip, exact search against brute force, and a damaged index never read as a good one."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from lsr.index import (FORMAT_VERSION, IndexFormatError, IndexReader, IndexWriter, LsrError, Quantization, Searcher,
+                       SparseBatch, brute_force_search)
+
+
+def random_batch(rng, n, vocab, density=0.05, integer=False) -> SparseBatch:
+    m = sp.random(n, vocab, density=density, format="csr", random_state=rng, dtype=np.float32)
+    if integer:
+        m.data = rng.integers(1, 4, size=m.nnz).astype(np.float32)
+    else:
+        m.data = (m.data * 3).astype(np.float32)
+    return SparseBatch.from_scipy(m)
+
+
+def build(tmp_path, batch, bits=8, name="idx", **kw):
+    with IndexWriter(tmp_path / name, vocab_size=batch.vocab_size, bits=bits, **kw) as w:
+        w.add(batch, [f"d{i}" for i in range(len(batch))])
+    return IndexReader(tmp_path / name)
+
+
+def assert_same_as_brute_force(reader, terms, weights, k):
+    idx, scores = Searcher(reader).search_vector(terms, weights, k=k)
+    ref_idx, ref_scores = brute_force_search(reader, terms, weights, k=k)
+    assert idx.tolist() == ref_idx.tolist()
+    np.testing.assert_allclose(scores, ref_scores, rtol=1e-12)
+
+
+def test_quantization_closed_form():
+    q = Quantization.fit(max_weight=2.0, bits=8)
+    assert q.scale == pytest.approx(127.5)
+    np.testing.assert_array_equal(q.quantize(np.array([0.0, 1.0, 2.0, 0.003], np.float32)), [0, 128, 255, 0])
+    assert q.quantize(np.array([5.0], np.float32))[0] == 255  # clipped
+    with pytest.raises(LsrError):
+        q.quantize(np.array([-1.0], np.float32))
+    with pytest.raises(LsrError):
+        Quantization(bits=12, scale=1.0)
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_round_trip_keeps_quantised_impacts(tmp_path, bits):
+    rng = np.random.default_rng(0)
+    batch = random_batch(rng, 57, 311)
+    reader = build(tmp_path, batch, bits=bits, info={"model": "m"})
+    quant = Quantization.fit(float(batch.weights.max()), bits)
+    expected = batch.to_scipy().copy()
+    expected.data = quant.quantize(expected.data).astype(np.float64)
+    expected.eliminate_zeros()
+    got = reader.doc_matrix().astype(np.float64)
+    assert (got != expected).nnz == 0
+    assert reader.doc_ids == [f"d{i}" for i in range(57)]
+    assert reader.info == {"model": "m"}
+    assert reader.quantization == quant
+    err = np.abs(quant.dequantize(quant.quantize(batch.weights)) - batch.weights).max()
+    assert err <= 0.5 / quant.scale + 1e-6
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_search_equals_brute_force_random(tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    batch = random_batch(rng, 300, 200, density=0.08)
+    reader = build(tmp_path, batch, bits=8 if seed % 2 else 16)
+    for _ in range(20):
+        q = random_batch(rng, 1, 200, density=0.05)
+        for k in (1, 10, 299, 1000):
+            assert_same_as_brute_force(reader, *q.row(0), k=k)
+
+
+def test_search_ties_are_broken_by_doc_idx(tmp_path):
+    rng = np.random.default_rng(1)
+    base = random_batch(rng, 40, 50, density=0.2, integer=True)
+    batch = SparseBatch.concat([base, base, base])  # every document three times: exact ties everywhere
+    reader = build(tmp_path, batch)
+    for i in range(20):
+        q = random_batch(rng, 1, 50, density=0.1, integer=True)
+        terms, weights = q.row(0)
+        for k in (1, 5, 40, 120):
+            assert_same_as_brute_force(reader, terms, weights, k)
+        idx, scores = Searcher(reader).search_vector(terms, weights, k=120)
+        for a, b, sa, sb in zip(idx, idx[1:], scores, scores[1:]):
+            assert sa > sb or (sa == sb and a < b)
+
+
+def test_search_edge_queries(tmp_path):
+    rng = np.random.default_rng(2)
+    batch = random_batch(rng, 30, 100, density=0.05)
+    reader = build(tmp_path, batch)
+    searcher = Searcher(reader)
+    present = int(reader.doc_matrix().indices[0])
+    absent = next(t for t in range(100) if reader.offsets[t] == reader.offsets[t + 1])
+    assert_same_as_brute_force(reader, np.array([present]), np.array([1.5]), k=10)  # single term
+    assert searcher.search_vector(np.array([absent]), np.array([2.0]), k=10)[0].size == 0  # term absent
+    assert searcher.search_vector(np.array([], np.int64), np.array([]), k=10)[0].size == 0  # empty query
+    idx, _ = searcher.search_vector(np.arange(100), np.ones(100), k=10_000)  # k larger than the corpus
+    assert len(idx) == len({int(d) for d in reader.doc_idx})
+    with pytest.raises(LsrError, match="k must be positive"):
+        searcher.search_vector(np.array([present]), np.array([1.0]), k=0)
+    with pytest.raises(LsrError, match="outside the index vocabulary"):
+        searcher.search_vector(np.array([100]), np.array([1.0]), k=1)
+
+
+def test_search_returns_hits_with_doc_ids(tmp_path):
+    batch = SparseBatch.from_dense(np.array([[0, 1.0, 0], [0, 2.0, 1.0], [0.5, 0, 0]]))
+    reader = build(tmp_path, batch)
+    hits = Searcher(reader).search(SparseBatch.from_dense(np.array([[0, 1.0, 1.0]])), k=10)
+    assert [h.doc_id for h in hits] == ["d1", "d0"]
+    assert hits[0].score == pytest.approx(3.0, rel=1e-2)
+
+
+def test_writer_rejects_bad_input(tmp_path):
+    batch = SparseBatch.from_dense(np.eye(3, dtype=np.float32))
+    with pytest.raises(LsrError, match="empty corpus"):
+        IndexWriter(tmp_path / "a", vocab_size=3).commit()
+    with pytest.raises(LsrError, match="duplicate doc_id"):
+        with IndexWriter(tmp_path / "b", vocab_size=3) as w:
+            w.add(batch, ["x", "y", "x"])
+    with pytest.raises(LsrError, match="vocabulary"):
+        IndexWriter(tmp_path / "c", vocab_size=4).add(batch, ["x", "y", "z"])
+    with pytest.raises(LsrError, match="non-negative"):
+        IndexWriter(tmp_path / "d", vocab_size=3).add(SparseBatch.from_dense(-np.eye(3)), ["x", "y", "z"])
+    assert not any(tmp_path.iterdir()), "a failed write must leave nothing behind"
+
+
+def test_writer_is_atomic_and_refuses_to_clobber(tmp_path):
+    batch = SparseBatch.from_dense(np.eye(3, dtype=np.float32))
+    build(tmp_path, batch)
+    with pytest.raises(LsrError, match="already exists"):
+        IndexWriter(tmp_path / "idx", vocab_size=3)
+    bigger = SparseBatch.from_dense(np.eye(4, 3, dtype=np.float32))
+    with IndexWriter(tmp_path / "idx", vocab_size=3, overwrite=True) as w:
+        w.add(bigger, ["a", "b", "c", "e"])
+    assert IndexReader(tmp_path / "idx").doc_ids == ["a", "b", "c", "e"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"], "no temporary folders left behind"
+
+
+def _corrupt(path, name, how):
+    p = path / name
+    data = bytearray(p.read_bytes())
+    if how == "flip":
+        data[-1] ^= 0xFF
+    elif how == "truncate":
+        data = data[: len(data) // 2]
+    p.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("name", ["postings_offsets.npy", "postings_doc_idx.npy", "postings_impacts.npy",
+                                  "doc_ids.json"])
+@pytest.mark.parametrize("how", ["flip", "truncate"])
+def test_corrupted_index_is_refused(tmp_path, name, how):
+    rng = np.random.default_rng(3)
+    build(tmp_path, random_batch(rng, 20, 30, density=0.2))
+    _corrupt(tmp_path / "idx", name, how)
+    with pytest.raises(IndexFormatError, match=name):
+        IndexReader(tmp_path / "idx")
+
+
+def test_half_written_or_foreign_index_is_refused(tmp_path):
+    rng = np.random.default_rng(4)
+    build(tmp_path, random_batch(rng, 20, 30, density=0.2))
+    idx = tmp_path / "idx"
+    meta = json.loads((idx / "meta.json").read_text())
+
+    meta_edit = dict(meta, num_docs=21)  # a hand edit without the checksum
+    (idx / "meta.json").write_text(json.dumps(meta_edit))
+    with pytest.raises(IndexFormatError, match="checksum mismatch in meta.json"):
+        IndexReader(idx)
+
+    (idx / "meta.json").write_text(json.dumps(dict(meta, format_version=FORMAT_VERSION + 1)))
+    with pytest.raises(IndexFormatError, match="format version"):
+        IndexReader(idx)
+
+    (idx / "meta.json").write_text("{not json")
+    with pytest.raises(IndexFormatError, match="not valid JSON"):
+        IndexReader(idx)
+
+    (idx / "meta.json").unlink()
+    with pytest.raises(IndexFormatError, match="no meta.json"):
+        IndexReader(idx)
+    with pytest.raises(IndexFormatError, match="no such index"):
+        IndexReader(tmp_path / "missing")
+
+
+def test_missing_data_file_is_refused(tmp_path):
+    rng = np.random.default_rng(5)
+    build(tmp_path, random_batch(rng, 20, 30, density=0.2))
+    (tmp_path / "idx" / "postings_impacts.npy").unlink()
+    with pytest.raises(IndexFormatError, match="missing postings_impacts.npy"):
+        IndexReader(tmp_path / "idx")
+
+
+def test_sparse_batch_validation():
+    with pytest.raises(LsrError):
+        SparseBatch(np.array([0, 1]), np.array([5], np.int32), np.array([1.0], np.float32), vocab_size=3)
+    with pytest.raises(LsrError):
+        SparseBatch(np.array([0, 1]), np.array([1], np.int32), np.array([np.nan], np.float32), vocab_size=3)
+    b = SparseBatch.from_dense(np.array([[0, 2.0, 1.0], [0, 0, 0]]))
+    assert b.row_nnz().tolist() == [2, 0] and b.row(0)[0].tolist() == [1, 2]
