@@ -1,0 +1,80 @@
+"""The `lsr` command line end to end on a slice of scifact, and its one-line errors."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from lsr.index import IndexReader
+
+
+def test_encode_writes_csr_in_file_order(cli, data_dir, tmp_path, splade_tiny):
+    out = tmp_path / "docs.npz"
+    code, stdout, stderr = cli("encode", "--dataset", "scifact", "--model", "splade-tiny", "--limit", "6",
+                               "--out", out, "--data-dir", data_dir)
+    assert code == 0, stderr
+    m = sp.load_npz(out)
+    assert m.shape == (6, 30522) and m.dtype == np.float32
+    from lsr.eval.beir import load_corpus
+
+    first = next(iter(load_corpus("scifact", data_dir, limit=1).corpus.values())).contents
+    np.testing.assert_allclose(m[0].toarray(), splade_tiny.encode_documents([first]).to_scipy().toarray(), atol=1e-4)
+
+
+def test_index_search_eval_round_trip(cli, data_dir, tmp_path):
+    idx = tmp_path / "idx"
+    code, _, err = cli("index", "build", "--dataset", "scifact", "--model", "splade-tiny", "--limit", "150",
+                       "--out", idx, "--data-dir", data_dir)
+    assert code == 0, err
+    assert IndexReader(idx).num_docs == 150
+
+    code, out, err = cli("search", idx, "microRNA expression in cancer", "-k", "3", "--json")
+    assert code == 0, err
+    hits = json.loads(out)
+    assert len(hits) == 3 and hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"] > 0
+
+    report = tmp_path / "report.json"
+    run = tmp_path / "run.trec"
+    code, out, err = cli("eval", "--dataset", "scifact", "--split", "test", "--model", "splade-tiny", "--limit", "150",
+                         "--index", idx, "--json", report, "--run", run, "--data-dir", data_dir)
+    assert code == 0, err
+    data = json.loads(report.read_text())
+    assert {"dataset", "split", "model", "metrics", "num_queries", "num_docs"} <= set(data)
+    assert set(data["metrics"]) == {"nDCG@10", "R@100", "RR@10"} and data["num_docs"] == 150
+    assert data["query_latency_ms"]["p99"] >= data["query_latency_ms"]["p50"] > 0
+    assert data["avg_query_nnz"] > 0 and data["avg_doc_nnz"] > 0 and data["flops"] > 0
+    assert "nDCG@10" in out
+    first = run.read_text().splitlines()[0].split()
+    assert first[1] == "Q0" and first[3] == "1"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["eval", "--dataset", "no-such-set", "--model", "splade-tiny"], "not found"),
+    (["eval", "--dataset", "scifact", "--model", "no-such-model"], "unknown model"),
+    (["eval", "--dataset", "scifact", "--model", "splade-tiny", "--limit", "99999999"], "larger than the corpus"),
+    (["eval", "--dataset", "scifact", "--split", "nope", "--model", "bm25"], "no such qrels file"),
+    (["eval", "--dataset", "scifact", "--model", "minilm"], "dense model"),
+])
+def test_bad_input_is_one_line(cli, data_dir, args, message):
+    code, out, err = cli(*args, "--data-dir", data_dir)
+    assert code == 2
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+
+
+def test_search_bad_index_and_query(cli, tmp_path):
+    (tmp_path / "half").mkdir()
+    code, _, err = cli("search", tmp_path / "half", "query")
+    assert code == 2 and "no meta.json" in err
+    code, _, err = cli("search", tmp_path / "half", "   ")
+    assert code == 2 and "empty query" in err
+
+
+def test_malformed_corpus_names_file_and_line(cli, tmp_path):
+    ds = tmp_path / "broken"
+    (ds / "qrels").mkdir(parents=True)
+    (ds / "corpus.jsonl").write_text('{"_id": "a", "title": "", "text": "x"}\n{oops}\n')
+    code, _, err = cli("index", "build", "--dataset", ds, "--model", "splade-tiny", "--out", tmp_path / "i")
+    assert code == 2 and "corpus.jsonl:2: malformed JSON" in err
+    assert not (tmp_path / "i").exists()

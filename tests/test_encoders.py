@@ -1,0 +1,61 @@
+"""The model resolver and the SPLADE encoder on the bundled SPLADE-tiny."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lsr.encoders import registered_names, resolve_model
+from lsr.index import LsrError
+from lsr.kernels import splade_head
+
+
+def test_resolver_finds_bundled_models():
+    spec = resolve_model("splade-tiny")
+    assert spec.kind == "splade" and spec.source.endswith("model")
+    assert resolve_model("minilm").kind == "dense"
+    assert resolve_model("bm25").kind == "bm25"
+    assert resolve_model(spec.source).kind == "splade"  # the same weights as a local folder
+    assert resolve_model("naver/splade-v3").source == "naver/splade-v3"
+    assert {"splade-tiny", "minilm", "bm25"} <= set(registered_names())
+    with pytest.raises(LsrError, match="unknown model 'nope'"):
+        resolve_model("nope")
+
+
+def test_head_equals_activation_before_max():
+    """max-before-activation is an identity: compare with log1p(relu(logits)) maxed over real tokens."""
+    g = torch.Generator().manual_seed(0)
+    hidden, weight, bias = torch.randn(3, 7, 16, generator=g), torch.randn(50, 16, generator=g), torch.randn(50, generator=g)
+    mask = torch.tensor([[1] * 7, [1] * 3 + [0] * 4, [0] * 7])
+    naive = torch.log1p(torch.relu(hidden @ weight.T + bias)) * mask.unsqueeze(-1)
+    expected = naive.max(dim=1).values
+    got = splade_head(hidden, weight, bias, attention_mask=mask, backend="reference")
+    torch.testing.assert_close(got, expected)
+    assert torch.all(got[2] == 0)  # an all-padding row is the zero vector
+    with pytest.raises(ValueError, match="unknown SPLADE head backend"):
+        splade_head(hidden, weight, bias, attention_mask=mask, backend="cuda-magic")
+
+
+def test_batched_length_sorted_encoding_equals_one_by_one(splade_tiny):
+    texts = ["p53 mutations in cancer", "a", "Vitamin D deficiency is associated with increased risk of "
+             "multiple sclerosis in adults living at high latitudes " * 3, "BRCA1", "  spaces  around "]
+    together = splade_tiny.encode_documents(texts).to_scipy().toarray()
+    alone = np.vstack([splade_tiny.encode_documents([t]).to_scipy().toarray() for t in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-4)
+    assert together.shape == (5, 30522) and (together > 0).sum(axis=1).min() > 0
+
+
+def test_encoder_vectors_are_meaningful(splade_tiny):
+    vec = splade_tiny.encode_queries(["tumor suppressor protein"])
+    terms, weights = vec.row(0)
+    top = splade_tiny.tokenizer.convert_ids_to_tokens(terms[np.argsort(-weights)[:5]].tolist())
+    assert "tumor" in top
+    assert np.all(weights > 0)
+
+
+def test_encoder_truncates_and_rejects_bad_input(splade_tiny):
+    huge = "word " * 100_000
+    assert len(splade_tiny.encode_documents([huge])) == 1
+    assert len(splade_tiny.encode_queries([])) == 0
+    with pytest.raises(LsrError, match="must be a string"):
+        splade_tiny.encode_queries([123])  # type: ignore[list-item]
