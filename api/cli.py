@@ -48,6 +48,7 @@ def encode(dataset: Dataset, model: Model, out: Annotated[Path, typer.Option("--
         vectors = encoder.encode_queries(list(ds.queries.values()))
     else:
         vectors = encoder.encode_documents([d.contents for d in ds.corpus.values()])
+    out.parent.mkdir(parents=True, exist_ok=True)
     vectors.save_npz(out)
     typer.echo(f"wrote {len(vectors)} vectors ({vectors.nnz / len(vectors):.1f} nonzeros each) to {out}")
 
@@ -60,11 +61,11 @@ def index_build(dataset: Dataset, model: Model, out: Annotated[Path, typer.Optio
                 data_dir: DataDir = None) -> None:
     """Encode a BEIR corpus and write an impact index (atomically) to OUT."""
     from lsr.eval.beir import load_corpus
-    from lsr.eval.pipeline import build_sparse_index
+    from lsr.eval.pipeline import build_sparse_index, load_sparse_encoder
 
     ds = load_corpus(dataset, data_dir, limit)
-    figures = build_sparse_index(ds, model, out, _options(max_length, batch_size, head), bits=bits,
-                                 overwrite=overwrite)
+    encoder = load_sparse_encoder(model, _options(max_length, batch_size, head))
+    figures = build_sparse_index(ds, model, encoder, out, bits=bits, overwrite=overwrite)
     typer.echo(f"indexed {len(ds.corpus)} documents into {out} ({figures['docs_per_s']:.1f} docs/s encoding)")
 
 
@@ -110,8 +111,10 @@ def eval_(dataset: Dataset, model: Model, split: Split = "test", limit: Limit = 
     report = evaluate(ds, model, _options(max_length, batch_size, head), index_dir=index, bits=bits)
     print_report(report)
     if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report.to_json(), indent=2))
     if run_out:
+        run_out.parent.mkdir(parents=True, exist_ok=True)
         write_trec_run(report.run, run_out, tag=Path(model).name)
 
 

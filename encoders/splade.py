@@ -83,7 +83,7 @@ class SpladeEncoder:
         ids = self.tokenizer(texts, truncation=True, max_length=self.max_length, add_special_tokens=True)["input_ids"]
         order = np.argsort([-len(x) for x in ids], kind="stable")
         rows: list[sp.csr_matrix] = [None] * len(texts)  # type: ignore[list-item]
-        with tqdm(total=len(texts), desc=f"encoding {desc}", unit="text", disable=not self.show_progress) as bar:
+        with tqdm(total=len(texts), desc=f"encoding {desc}", unit="text", disable=not self.show_progress or len(texts) <= self.batch_size) as bar:
             for start in range(0, len(texts), self.batch_size):
                 batch_idx = order[start:start + self.batch_size]
                 padded = self.tokenizer.pad({"input_ids": [ids[i] for i in batch_idx]}, return_tensors="pt")

@@ -43,15 +43,14 @@ def model_reference(model: str) -> str:
     return str(path.resolve()) if path.is_dir() else model
 
 
-def build_sparse_index(dataset: BeirDataset, model: str, out: str | Path, options: EncoderOptions,
-                       bits: int = 8, overwrite: bool = False) -> dict[str, float]:
-    """Encode the corpus and write the index; returns timing figures."""
-    encoder = load_sparse_encoder(model, options)
+def build_sparse_index(dataset: BeirDataset, model: str, encoder, out: str | Path, *, bits: int = 8,
+                       overwrite: bool = False) -> dict[str, float]:
+    """Encode the corpus with `encoder` (loaded from `model`) and write the index; returns timing figures."""
     start = time.perf_counter()
     docs = encoder.encode_documents([d.contents for d in dataset.corpus.values()])
     encode_s = time.perf_counter() - start
     figures = {"encode_s": encode_s, "docs_per_s": len(dataset.corpus) / encode_s}
-    info = {"model": model_reference(model), "max_length": options.max_length, "dataset": dataset.name,
+    info = {"model": model_reference(model), "max_length": encoder.max_length, "dataset": dataset.name,
             "build": figures}
     start = time.perf_counter()
     with IndexWriter(out, vocab_size=encoder.vocab_size, bits=bits, info=info, overwrite=overwrite) as writer:
@@ -89,6 +88,7 @@ class EvalReport:
 def evaluate_sparse(dataset: BeirDataset, model: str, options: EncoderOptions, index_dir: str | Path | None = None,
                     bits: int = 8) -> EvalReport:
     efficiency: dict[str, Any] = {}
+    encoder = load_sparse_encoder(model, options)
     with tempfile.TemporaryDirectory(prefix="lsr-eval-") as tmp:
         path = Path(index_dir) if index_dir else Path(tmp) / "index"
         if (path / "meta.json").exists():
@@ -100,11 +100,10 @@ def evaluate_sparse(dataset: BeirDataset, model: str, options: EncoderOptions, i
                 raise LsrError(f"{path} indexes other documents than {dataset.name} (rebuild it or drop --index)")
             efficiency.update(reader.info.get("build", {}))  # encoding figures measured when it was built
         else:
-            efficiency.update(build_sparse_index(dataset, model, path, options, bits=bits))
+            efficiency.update(build_sparse_index(dataset, model, encoder, path, bits=bits))
             reader = IndexReader(path)
         efficiency["index_bytes"] = reader.size_bytes()
         searcher = Searcher(reader)
-        encoder = load_sparse_encoder(model, EncoderOptions(options.max_length, 1, options.head, False))
         run, vectors, encode_ms, search_ms = _timed_queries(dataset, encoder, searcher)
 
         doc_nnz = np.diff(np.asarray(reader.offsets))  # postings per term = document frequency

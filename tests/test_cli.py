@@ -35,7 +35,7 @@ def test_index_search_eval_round_trip(cli, data_dir, tmp_path):
     hits = json.loads(out)
     assert len(hits) == 3 and hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"] > 0
 
-    report = tmp_path / "report.json"
+    report = tmp_path / "reports" / "report.json"  # a folder that does not exist yet
     run = tmp_path / "run.trec"
     code, out, err = cli("eval", "--dataset", "scifact", "--split", "test", "--model", "splade-tiny", "--limit", "150",
                          "--index", idx, "--json", report, "--run", run, "--data-dir", data_dir)
