@@ -64,3 +64,32 @@ def test_metrics_hand_computed():
     # q2 has no hits: it counts as 0, not as missing; q1 finds its document at rank 2
     half = evaluate_run({"q1": [Hit("x", 2.0), Hit("d1", 1.0)]}, qrels)
     assert half["RR@10"] == pytest.approx(0.25) and half["R@100"] == pytest.approx(0.5)
+
+
+def test_named_dataset_downloads_from_the_archive(tmp_path, monkeypatch):
+    """The online path for real users, served by a real HTTP server on loopback."""
+    import functools
+    import http.server
+    import threading
+    import zipfile
+
+    import lsr.eval.beir as beir
+
+    served = tmp_path / "served"
+    served.mkdir()
+    with zipfile.ZipFile(served / "scifact.zip", "w") as z:
+        z.writestr("scifact/corpus.jsonl", '{"_id": "d1", "title": "T", "text": "x"}\n')
+        z.writestr("scifact/queries.jsonl", '{"_id": "q1", "text": "x?"}\n')
+        z.writestr("scifact/qrels/test.tsv", "query-id\tcorpus-id\tscore\r\nq1\td1\t1\r\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(beir, "BEIR_URL", f"http://127.0.0.1:{server.server_address[1]}/{{name}}.zip")
+        ds = load_beir("scifact", "test", data_dir=tmp_path / "cache")
+        assert ds.doc_ids == ["d1"] and ds.qrels == {"q1": {"d1": 1}}
+        assert (tmp_path / "cache" / "scifact" / "corpus.jsonl").is_file()
+        with pytest.raises(LsrError, match="downloading .* failed"):
+            load_beir("nfcorpus", "test", data_dir=tmp_path / "cache")  # 404 from the server
+    finally:
+        server.shutdown()

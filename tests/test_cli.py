@@ -49,6 +49,12 @@ def test_index_search_eval_round_trip(cli, data_dir, tmp_path):
     first = run.read_text().splitlines()[0].split()
     assert first[1] == "Q0" and first[3] == "1"
 
+    from lsr.encoders import resolve_model
+
+    code, _, err = cli("eval", "--dataset", "scifact", "--model", resolve_model("splade-tiny").source, "--limit", "150",
+                       "--index", idx, "--data-dir", data_dir)
+    assert code == 2 and "was built with model 'splade-tiny'" in err
+
 
 @pytest.mark.parametrize("args, message", [
     (["eval", "--dataset", "no-such-set", "--model", "splade-tiny"], "not found"),
