@@ -24,13 +24,18 @@ from .quantize import Quantization
 from .sparse import SparseBatch
 
 FORMAT = "lsr-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 META = "meta.json"
-OFFSETS = "postings_offsets.npy"  # int64 (vocab_size + 1): term t's postings are [offsets[t], offsets[t+1])
-DOC_IDX = "postings_doc_idx.npy"  # int32 (num_postings), ascending within a term
-IMPACTS = "postings_impacts.npy"  # uint8 / uint16 (num_postings)
+DEFAULT_BLOCK_SIZE = 32  # documents per block of the block-max bounds
+# term-major postings: term t's postings are [offsets[t], offsets[t+1]), doc_idx ascending within a term
+OFFSETS, DOC_IDX, IMPACTS = "postings_offsets.npy", "postings_doc_idx.npy", "postings_impacts.npy"
+# doc-major forward index: document d's terms are [indptr[d], indptr[d+1]), term_id ascending
+FWD_INDPTR, FWD_TERMS, FWD_IMPACTS = "forward_indptr.npy", "forward_term_ids.npy", "forward_impacts.npy"
+# block-max bounds: for term t, the blocks holding it and the largest impact of t in each, block ascending
+BM_OFFSETS, BM_BLOCKS, BM_IMPACTS = "blockmax_offsets.npy", "blockmax_blocks.npy", "blockmax_impacts.npy"
 DOC_IDS = "doc_ids.json"  # list[str], doc_idx -> doc_id
-DATA_FILES = (OFFSETS, DOC_IDX, IMPACTS, DOC_IDS)
+ARRAY_FILES = (OFFSETS, DOC_IDX, IMPACTS, FWD_INDPTR, FWD_TERMS, FWD_IMPACTS, BM_OFFSETS, BM_BLOCKS, BM_IMPACTS)
+DATA_FILES = (*ARRAY_FILES, DOC_IDS)
 
 
 def _sha256(path: Path) -> str:
@@ -68,7 +73,10 @@ class IndexWriter:
     """
 
     def __init__(self, path: str | Path, *, vocab_size: int, bits: int = 8, info: dict[str, Any] | None = None,
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, block_size: int = DEFAULT_BLOCK_SIZE) -> None:
+        if block_size < 1:
+            raise LsrError(f"block_size must be positive, got {block_size}")
+        self.block_size = int(block_size)
         self.path = Path(path)
         self.vocab_size = int(vocab_size)
         self.bits = bits
@@ -108,17 +116,25 @@ class IndexWriter:
         quant = Quantization.fit(float(docs.weights.max()) if docs.nnz else 1.0, self.bits)
         impacts = quant.quantize(docs.weights)
         keep = impacts > 0  # a zero impact contributes nothing to any score
-        matrix = sp.csr_matrix((impacts[keep], docs.term_ids[keep], _kept_indptr(docs.indptr, keep)),
-                               shape=(len(docs), self.vocab_size))
-        postings = matrix.tocsc()
+        forward = sp.csr_matrix((impacts[keep], docs.term_ids[keep], _kept_indptr(docs.indptr, keep)),
+                                shape=(len(docs), self.vocab_size))
+        postings = forward.tocsc()
         postings.sort_indices()
+        bm_offsets, bm_blocks, bm_impacts = block_max(postings.indptr, postings.indices, postings.data,
+                                                      self.block_size)
+        arrays = {
+            OFFSETS: postings.indptr.astype(np.int64), DOC_IDX: postings.indices.astype(np.int32),
+            IMPACTS: postings.data.astype(quant.dtype),
+            FWD_INDPTR: forward.indptr.astype(np.int64), FWD_TERMS: forward.indices.astype(np.int32),
+            FWD_IMPACTS: forward.data.astype(quant.dtype),
+            BM_OFFSETS: bm_offsets, BM_BLOCKS: bm_blocks, BM_IMPACTS: bm_impacts.astype(quant.dtype),
+        }
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent))
         try:
-            _save_array(tmp / OFFSETS, postings.indptr.astype(np.int64))
-            _save_array(tmp / DOC_IDX, postings.indices.astype(np.int32))
-            _save_array(tmp / IMPACTS, postings.data.astype(quant.dtype))
+            for name, array in arrays.items():
+                _save_array(tmp / name, array)
             _fsync_write(tmp / DOC_IDS, json.dumps(self._doc_ids).encode())
             meta = {
                 "format": FORMAT,
@@ -126,6 +142,8 @@ class IndexWriter:
                 "num_docs": len(self._doc_ids),
                 "vocab_size": self.vocab_size,
                 "num_postings": int(postings.nnz),
+                "num_blockmax": int(len(bm_blocks)),
+                "block_size": self.block_size,
                 "quantization": quant.to_dict(),
                 "max_weight": float(docs.weights.max()) if docs.nnz else 0.0,
                 "info": self.info,
@@ -158,6 +176,23 @@ def _kept_indptr(indptr: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return kept_before[indptr]
 
 
+def block_max(offsets: np.ndarray, doc_idx: np.ndarray, impacts: np.ndarray, block_size: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per term, the blocks of `block_size` consecutive documents that hold it and its largest impact there.
+
+    Postings are sorted by (term, doc), so (term, block) keys are non-decreasing and each run is one entry.
+    """
+    vocab_size = len(offsets) - 1
+    terms = np.repeat(np.arange(vocab_size, dtype=np.int64), np.diff(offsets))
+    blocks = doc_idx.astype(np.int64) // block_size
+    keys = terms * (int(blocks.max(initial=0)) + 1) + blocks
+    starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]])) if len(keys) else np.zeros(0, np.int64)
+    bm_blocks = blocks[starts].astype(np.int32)
+    bm_impacts = np.maximum.reduceat(impacts, starts) if len(starts) else impacts[:0]
+    bm_offsets = np.searchsorted(terms[starts], np.arange(vocab_size + 1), side="left").astype(np.int64)
+    return bm_offsets, bm_blocks, bm_impacts
+
+
 class IndexReader:
     """A read-only, memory-mapped view of an index folder, validated on open."""
 
@@ -177,28 +212,40 @@ class IndexReader:
         self.quantization = Quantization.from_dict(self.meta["quantization"])
         self.num_docs = int(self.meta["num_docs"])
         self.vocab_size = int(self.meta["vocab_size"])
+        self.block_size = int(self.meta["block_size"])
+        self.num_blocks = -(-self.num_docs // self.block_size)
         try:
-            self.offsets = np.load(self.path / OFFSETS, mmap_mode="r", allow_pickle=False)
-            self.doc_idx = np.load(self.path / DOC_IDX, mmap_mode="r", allow_pickle=False)
-            self.impacts = np.load(self.path / IMPACTS, mmap_mode="r", allow_pickle=False)
+            arrays = {name: np.load(self.path / name, mmap_mode="r", allow_pickle=False) for name in ARRAY_FILES}
             self.doc_ids: list[str] = json.loads((self.path / DOC_IDS).read_text(encoding="utf-8"))
         except (ValueError, OSError, UnicodeDecodeError) as e:
             raise IndexFormatError(f"{self.path}: unreadable index file ({e})") from e
+        self.offsets, self.doc_idx, self.impacts = arrays[OFFSETS], arrays[DOC_IDX], arrays[IMPACTS]
+        self.forward_indptr, self.forward_term_ids = arrays[FWD_INDPTR], arrays[FWD_TERMS]
+        self.forward_impacts = arrays[FWD_IMPACTS]
+        self.bm_offsets, self.bm_blocks, self.bm_impacts = arrays[BM_OFFSETS], arrays[BM_BLOCKS], arrays[BM_IMPACTS]
         self._check_invariants()
 
     def _check_invariants(self) -> None:
-        n = int(self.meta["num_postings"])
+        n, nb = int(self.meta["num_postings"]), int(self.meta["num_blockmax"])
+        impact_dtype = self.quantization.dtype
         problems = []
-        if self.offsets.shape != (self.vocab_size + 1,) or self.offsets.dtype != np.int64:
-            problems.append("postings offsets have the wrong shape or type")
-        elif self.offsets[0] != 0 or self.offsets[-1] != n or np.any(np.diff(self.offsets) < 0):
-            problems.append("postings offsets are not a monotone 0..num_postings sequence")
-        if self.doc_idx.shape != (n,) or self.impacts.shape != (n,):
-            problems.append("postings arrays disagree with num_postings")
-        elif self.impacts.dtype != self.quantization.dtype:
-            problems.append(f"impacts are {self.impacts.dtype}, meta says {self.quantization.bits} bits")
-        elif n and (self.doc_idx.min() < 0 or self.doc_idx.max() >= self.num_docs):
-            problems.append("a posting points outside the documents")
+
+        def check_csr(label, indptr, rows, columns, values, num_columns, length):
+            if indptr.shape != (rows + 1,) or indptr.dtype != np.int64:
+                problems.append(f"{label} offsets have the wrong shape or type")
+            elif indptr[0] != 0 or indptr[-1] != length or np.any(np.diff(indptr) < 0):
+                problems.append(f"{label} offsets are not a monotone 0..{length} sequence")
+            if columns.shape != (length,) or values.shape != (length,):
+                problems.append(f"{label} arrays disagree with their length {length}")
+            elif values.dtype != impact_dtype:
+                problems.append(f"{label} impacts are {values.dtype}, meta says {self.quantization.bits} bits")
+            elif length and (columns.min() < 0 or columns.max() >= num_columns):
+                problems.append(f"{label} entries point outside [0, {num_columns})")
+
+        check_csr("postings", self.offsets, self.vocab_size, self.doc_idx, self.impacts, self.num_docs, n)
+        check_csr("forward", self.forward_indptr, self.num_docs, self.forward_term_ids, self.forward_impacts,
+                  self.vocab_size, n)
+        check_csr("block-max", self.bm_offsets, self.vocab_size, self.bm_blocks, self.bm_impacts, self.num_blocks, nb)
         if len(self.doc_ids) != self.num_docs:
             problems.append("doc_ids disagree with num_docs")
         if problems:
@@ -213,10 +260,9 @@ class IndexReader:
         return self.doc_idx[lo:hi], self.impacts[lo:hi]
 
     def doc_matrix(self) -> sp.csr_matrix:
-        """Documents × terms matrix of impacts (the forward view), for brute force and analysis."""
-        csc = sp.csc_matrix((np.asarray(self.impacts), np.asarray(self.doc_idx), np.asarray(self.offsets)),
-                            shape=(self.num_docs, self.vocab_size))
-        return csc.tocsr()
+        """Documents x terms matrix of impacts (the forward index), for brute force, PRF and analysis."""
+        return sp.csr_matrix((self.forward_impacts, self.forward_term_ids, self.forward_indptr),
+                             shape=(self.num_docs, self.vocab_size))
 
     def size_bytes(self) -> int:
         return sum((self.path / name).stat().st_size for name in (*DATA_FILES, META))

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from lsr.index import (FORMAT_VERSION, IndexFormatError, IndexReader, IndexWriter, LsrError, Quantization, Searcher,
+from lsr.index.storage import DATA_FILES
+from lsr.index import (ALGORITHMS, FORMAT_VERSION, IndexFormatError, IndexReader, IndexWriter, LsrError, Quantization, Searcher,
                        SparseBatch, brute_force_search)
 
 
@@ -20,17 +21,18 @@ def random_batch(rng, n, vocab, density=0.05, integer=False) -> SparseBatch:
     return SparseBatch.from_scipy(m)
 
 
-def build(tmp_path, batch, bits=8, name="idx", **kw):
-    with IndexWriter(tmp_path / name, vocab_size=batch.vocab_size, bits=bits, **kw) as w:
+def build(tmp_path, batch, bits=8, name="idx", block_size=8, **kw):
+    with IndexWriter(tmp_path / name, vocab_size=batch.vocab_size, bits=bits, block_size=block_size, **kw) as w:
         w.add(batch, [f"d{i}" for i in range(len(batch))])
     return IndexReader(tmp_path / name)
 
 
 def assert_same_as_brute_force(reader, terms, weights, k):
-    idx, scores = Searcher(reader).search_vector(terms, weights, k=k)
     ref_idx, ref_scores = brute_force_search(reader, terms, weights, k=k)
-    assert idx.tolist() == ref_idx.tolist()
-    np.testing.assert_allclose(scores, ref_scores, rtol=1e-12)
+    for algorithm in ALGORITHMS:
+        idx, scores = Searcher(reader, algorithm=algorithm).search_vector(terms, weights, k=k)
+        assert idx.tolist() == ref_idx.tolist(), algorithm
+        np.testing.assert_allclose(scores, ref_scores, rtol=1e-12)
 
 
 def test_quantization_closed_form():
@@ -73,6 +75,58 @@ def test_search_equals_brute_force_random(tmp_path, seed):
             assert_same_as_brute_force(reader, *q.row(0), k=k)
 
 
+@pytest.mark.parametrize("block_size", [1, 3, 64, 1000])
+def test_blockmax_equals_brute_force_for_any_block_size(tmp_path, block_size):
+    rng = np.random.default_rng(block_size)
+    # skewed weights: a few heavy terms, many light ones, as in learned sparse vectors
+    batch = random_batch(rng, 257, 120, density=0.1)
+    batch = SparseBatch(batch.indptr, batch.term_ids, (batch.weights ** 3).astype(np.float32), batch.vocab_size)
+    reader = build(tmp_path, batch, block_size=block_size)
+    for _ in range(15):
+        terms, weights = random_batch(rng, 1, 120, density=0.1).row(0)
+        for k in (1, 7, 300):
+            assert_same_as_brute_force(reader, terms, weights, k)
+
+
+def test_batch_search_equals_single_search(tmp_path):
+    rng = np.random.default_rng(11)
+    reader = build(tmp_path, random_batch(rng, 400, 150, density=0.06))
+    queries = random_batch(rng, 23, 150, density=0.05)
+    ids = [f"q{i}" for i in range(23)]
+    for searcher in (Searcher(reader), Searcher(reader, algorithm="blockmax"),
+                     Searcher(reader, algorithm="blockmax", alpha=0.5)):
+        run = searcher.batch_search(queries, ids, k=9, threads=2)
+        single = {qid: searcher.search(queries.select([i]), k=9) for i, qid in enumerate(ids)}
+        assert run == single
+
+
+def test_approximate_search_is_opt_in_and_close(tmp_path):
+    rng = np.random.default_rng(12)
+    batch = random_batch(rng, 600, 200, density=0.05)
+    reader = build(tmp_path, batch)
+    exact, approx = Searcher(reader), Searcher(reader, algorithm="blockmax", alpha=0.7, max_query_terms=6)
+    assert exact.exact and not approx.exact
+    matrix = reader.doc_matrix().astype(np.float64) / reader.quantization.scale
+    recalls = []
+    for _ in range(30):
+        terms, weights = random_batch(rng, 1, 200, density=0.05).row(0)
+        ref, _ = exact.search_vector(terms, weights, k=10)
+        got, scores = approx.search_vector(terms, weights, k=10)
+        q = np.zeros(200)
+        q[terms] = weights
+        # the returned scores are the pruned query's exact scores, never invented
+        kept_terms, kept_weights = terms[np.argsort(-weights)[:6]], np.sort(weights)[::-1][:6]
+        qk = np.zeros(200)
+        qk[kept_terms] = kept_weights
+        np.testing.assert_allclose(scores, matrix[got] @ qk, rtol=1e-9)
+        recalls.append(len(set(ref.tolist()) & set(got.tolist())) / max(len(ref), 1))
+    assert 0.3 < np.mean(recalls) <= 1.0
+    with pytest.raises(LsrError, match="alpha"):
+        Searcher(reader, algorithm="blockmax", alpha=1.5)
+    with pytest.raises(LsrError, match="exact only"):
+        Searcher(reader, alpha=0.5)
+
+
 def test_search_ties_are_broken_by_doc_idx(tmp_path):
     rng = np.random.default_rng(1)
     base = random_batch(rng, 40, 50, density=0.2, integer=True)
@@ -104,6 +158,8 @@ def test_search_edge_queries(tmp_path):
         searcher.search_vector(np.array([present]), np.array([1.0]), k=0)
     with pytest.raises(LsrError, match="outside the index vocabulary"):
         searcher.search_vector(np.array([100]), np.array([1.0]), k=1)
+    with pytest.raises(LsrError, match="unknown search algorithm"):
+        Searcher(reader, algorithm="wand")
 
 
 def test_search_returns_hits_with_doc_ids(tmp_path):
@@ -150,8 +206,7 @@ def _corrupt(path, name, how):
     p.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("name", ["postings_offsets.npy", "postings_doc_idx.npy", "postings_impacts.npy",
-                                  "doc_ids.json"])
+@pytest.mark.parametrize("name", DATA_FILES)
 @pytest.mark.parametrize("how", ["flip", "truncate"])
 def test_corrupted_index_is_refused(tmp_path, name, how):
     rng = np.random.default_rng(3)
