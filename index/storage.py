@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 
@@ -178,19 +179,32 @@ def _kept_indptr(indptr: np.ndarray, keep: np.ndarray) -> np.ndarray:
 
 def block_max(offsets: np.ndarray, doc_idx: np.ndarray, impacts: np.ndarray, block_size: int
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per term, the blocks of `block_size` consecutive documents that hold it and its largest impact there.
+    """Per term, the blocks of `block_size` consecutive documents that hold it and its largest impact there,
+    as CSR over terms (offsets, blocks, impacts). Postings are sorted by doc within a term, so each block's
+    postings are one run."""
+    bm_offsets = np.zeros(len(offsets), dtype=np.int64)
+    bm_blocks = np.empty(len(doc_idx), dtype=np.int32)
+    bm_impacts = np.empty(len(doc_idx), dtype=impacts.dtype)
+    n = _block_max(offsets, doc_idx, impacts, block_size, bm_offsets, bm_blocks, bm_impacts)
+    return bm_offsets, bm_blocks[:n].copy(), bm_impacts[:n].copy()
 
-    Postings are sorted by (term, doc), so (term, block) keys are non-decreasing and each run is one entry.
-    """
-    vocab_size = len(offsets) - 1
-    terms = np.repeat(np.arange(vocab_size, dtype=np.int64), np.diff(offsets))
-    blocks = doc_idx.astype(np.int64) // block_size
-    keys = terms * (int(blocks.max(initial=0)) + 1) + blocks
-    starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]])) if len(keys) else np.zeros(0, np.int64)
-    bm_blocks = blocks[starts].astype(np.int32)
-    bm_impacts = np.maximum.reduceat(impacts, starts) if len(starts) else impacts[:0]
-    bm_offsets = np.searchsorted(terms[starts], np.arange(vocab_size + 1), side="left").astype(np.int64)
-    return bm_offsets, bm_blocks, bm_impacts
+
+@numba.njit(cache=True)
+def _block_max(offsets, doc_idx, impacts, block_size, bm_offsets, bm_blocks, bm_impacts):  # pragma: no cover
+    n = 0
+    for t in range(offsets.shape[0] - 1):
+        last = -1
+        for p in range(offsets[t], offsets[t + 1]):
+            b = doc_idx[p] // block_size
+            if b != last:
+                bm_blocks[n] = b
+                bm_impacts[n] = impacts[p]
+                n += 1
+                last = b
+            elif impacts[p] > bm_impacts[n - 1]:
+                bm_impacts[n - 1] = impacts[p]
+        bm_offsets[t + 1] = n
+    return n
 
 
 class IndexReader:

@@ -257,3 +257,13 @@ def test_sparse_batch_validation():
         SparseBatch(np.array([0, 1]), np.array([1], np.int32), np.array([np.nan], np.float32), vocab_size=3)
     b = SparseBatch.from_dense(np.array([[0, 2.0, 1.0], [0, 0, 0]]))
     assert b.row_nnz().tolist() == [2, 0] and b.row(0)[0].tolist() == [1, 2]
+
+
+def test_block_max_closed_form():
+    from lsr.index.storage import block_max
+
+    # term 0 in docs 0, 1, 5 (impacts 3, 7, 2); term 1 absent; term 2 in doc 4 (impact 9); blocks of 2 docs
+    offsets = np.array([0, 3, 3, 4])
+    bm_offsets, blocks, impacts = block_max(offsets, np.array([0, 1, 5, 4]), np.array([3, 7, 2, 9], np.uint8), 2)
+    assert bm_offsets.tolist() == [0, 2, 2, 3]
+    assert blocks.tolist() == [0, 2, 2] and impacts.tolist() == [7, 2, 9]
