@@ -3,16 +3,17 @@
 Every algorithm ranks by (score descending, doc_idx ascending) and returns only documents with a positive
 score. Score = sum over query terms of `query_weight * impact`, divided by the quantisation scale.
 
-- `exhaustive` (default, exact): term-at-a-time over all postings of the query terms into a dense
-  accumulator. Measured fastest here: 0.15 ms per scifact query, 1.3-2 ms on 100k synthetic documents.
-- `blockmax` (exact unless `alpha` < 1): block-max pruning in the style of BMP. Documents are grouped into blocks of
-  `block_size` consecutive doc_idx; an upper bound per block is the query-weighted sum of each term's
-  largest impact in the block. Blocks are visited best bound first and scored exactly from the forward
-  index; the search stops once the next bound cannot beat the k-th best score. With `alpha < 1` it stops
-  when `alpha * bound` falls below it: faster, approximate, never on unless asked. `max_query_terms` keeps
-  only the heaviest query terms (also approximate). It scores whole documents from the forward index, so
-  it only pays off when the block bounds are tight (documents ordered so that similar ones share blocks);
-  in file order on scifact it is ~10x slower than `exhaustive` (see docs/FIGURES.md).
+- `exhaustive` (default, exact): term-at-a-time over all postings of the query terms into a reused dense
+  accumulator, then one sequential scan into a top-k heap. 0.09 ms per scifact query, 19 ms at 1M
+  synthetic documents (docs/FIGURES.md).
+- `blockmax` (exact unless `alpha` < 1): block-max pruning in the style of BMP. Documents are grouped into
+  blocks of `block_size` consecutive doc_idx; a block's upper bound is the query-weighted sum of each
+  term's largest impact in it. Blocks are visited best bound first and scored exactly from the forward
+  index; the search stops once the next bound cannot beat the k-th best score (with `alpha` < 1, once
+  `alpha * bound` cannot: faster, approximate, never on unless asked). It scores whole documents, so it only
+  pays off when bounds are tight (similar documents sharing blocks); in file order it is 10-25x slower
+  than `exhaustive` (docs/FIGURES.md).
+- `max_query_terms` (either algorithm) keeps only the heaviest query terms: approximate, never on unless asked.
 - `brute_force_search` is the reference: a sparse matrix-vector product, ranked by a plain sort.
 """
 from __future__ import annotations
@@ -211,8 +212,8 @@ class Searcher:
             raise LsrError(f"alpha must be in (0, 1], got {alpha}")
         if max_query_terms is not None and max_query_terms < 1:
             raise LsrError(f"max_query_terms must be positive, got {max_query_terms}")
-        if algorithm == "exhaustive" and (alpha != 1 or max_query_terms is not None):
-            raise LsrError("the exhaustive algorithm is exact only: alpha and max_query_terms need blockmax")
+        if algorithm == "exhaustive" and alpha != 1:
+            raise LsrError("alpha applies to the blockmax algorithm only")
         self.reader = reader
         self.algorithm = algorithm
         self.alpha = float(alpha)
@@ -243,10 +244,10 @@ class Searcher:
         _check_query(terms, weights, self.reader.vocab_size, k)
         k_eff = min(k, self.reader.num_docs)
         scores, docs = np.empty(k_eff, np.float64), np.empty(k_eff, np.int64)
+        terms, weights = _prune_query(terms, weights, self.max_query_terms)
         if self.algorithm == "exhaustive":
             n = _taat_query(*self._postings, terms, weights, k_eff, self._accumulator(), scores, docs)
         else:
-            terms, weights = _prune_query(terms, weights, self.max_query_terms)
             n, _ = _blockmax_query(*self._blockmax, terms, weights, k_eff, self.alpha, scores, docs)
         idx, scores = _rank(scores[:n], docs[:n])
         return idx, scores * self._inv_scale

@@ -123,8 +123,13 @@ def test_approximate_search_is_opt_in_and_close(tmp_path):
     assert 0.3 < np.mean(recalls) <= 1.0
     with pytest.raises(LsrError, match="alpha"):
         Searcher(reader, algorithm="blockmax", alpha=1.5)
-    with pytest.raises(LsrError, match="exact only"):
+    with pytest.raises(LsrError, match="blockmax algorithm only"):
         Searcher(reader, alpha=0.5)
+    pruned = Searcher(reader, max_query_terms=6)  # query-term pruning works with the exhaustive algorithm too
+    terms, weights = random_batch(rng, 1, 200, density=0.05).row(0)
+    keep = np.sort(np.argsort(-weights, kind="stable")[:6])
+    assert pruned.search_vector(terms, weights, k=10)[0].tolist() == \
+        Searcher(reader).search_vector(terms[keep], weights[keep], k=10)[0].tolist()
 
 
 def test_search_ties_are_broken_by_doc_idx(tmp_path):
