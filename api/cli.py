@@ -14,6 +14,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Learned sparse retrieval: encode, index, search and evaluate BEIR datasets.")
 index_app = typer.Typer(no_args_is_help=True, help="Build inverted indexes.")
 app.add_typer(index_app, name="index")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmark the SPLADE head backends (rows appended as JSON).")
+app.add_typer(bench_app, name="bench")
 
 Dataset = Annotated[str, typer.Option("--dataset", help="BEIR dataset name (under the data dir) or folder")]
 Split = Annotated[str, typer.Option("--split", help="qrels split: test, dev, train")]
@@ -116,6 +118,58 @@ def eval_(dataset: Dataset, model: Model, split: Split = "test", limit: Limit = 
     if run_out:
         run_out.parent.mkdir(parents=True, exist_ok=True)
         write_trec_run(report.run, run_out, tag=Path(model).name)
+
+
+JsonOut = Annotated[Optional[Path], typer.Option("--json", help="append the result rows to this JSON file")]
+
+
+@bench_app.command("head")
+def bench_head(json_out: JsonOut = None,
+               batch: Annotated[int, typer.Option("--batch", help="batch size B")] = 32,
+               seq: Annotated[int, typer.Option("--seq", help="tokens per text T")] = 256,
+               dim: Annotated[Optional[int], typer.Option("--dim", help="hidden size h [128 on CPU, 768 on CUDA]")] = None,
+               vocab: Annotated[Optional[list[int]], typer.Option("--vocab", help="vocabulary size V (repeatable) "
+                                                                  "[30522 on CPU; 30522 and 250002 on CUDA]")] = None,
+               dtype: Annotated[Optional[str], typer.Option("--dtype", help="float32 or bfloat16 [fp32 CPU, bf16 CUDA]")] = None,
+               backend: Annotated[Optional[list[str]], typer.Option("--backend", help="backend (repeatable) [all available]")] = None,
+               repeats: Annotated[int, typer.Option("--repeats", help="timed calls after the first")] = 5) -> None:
+    """The head alone: median time and peak memory per backend, forward and forward+backward."""
+    from lsr.eval.bench import bench_head as run
+
+    rows = run(batch=batch, seq=seq, vocabs=vocab, dtype=dtype, backends=backend, repeats=repeats,
+               dim=dim, json_path=json_out)
+    for r in rows:
+        if "error" in r:
+            typer.echo(f"{r['backend']:>9} {r['mode']:>7} V={r['vocab']}: error: {r['error']}")
+            continue
+        typer.echo(f"{r['backend']:>9} {r['mode']:>7} B={r['batch']} T={r['seq']} h={r['dim']} V={r['vocab']} "
+                   f"{r['dtype']}: {r['median_ms']:9.1f} ms  peak {r['peak_mb']:8.1f} MB  "
+                   f"(reference/this: time {r.get('reference_over_this_median_ms', float('nan')):.2f}x, "
+                   f"memory {r.get('reference_over_this_peak_mb', float('nan')):.1f}x)")
+
+
+@bench_app.command("encode")
+def bench_encode(json_out: JsonOut = None, dataset: Annotated[str, typer.Option(
+                     "--dataset", help="BEIR dataset name (under the data dir) or folder")] = "scifact",
+                 model: Annotated[str, typer.Option("--model", help="SPLADE model")] = "splade-tiny",
+                 limit: Annotated[int, typer.Option("--limit", help="the first N corpus documents")] = 1024,
+                 head: Annotated[Optional[list[str]], typer.Option("--head", help="head backend (repeatable) "
+                                                                   "[reference and the available fast ones]")] = None,
+                 sentence_transformers: Annotated[bool, typer.Option(
+                     "--sentence-transformers/--no-sentence-transformers",
+                     help="also time sentence-transformers' SparseEncoder on the same weights")] = True,
+                 max_length: MaxLength = 256, batch_size: BatchSize = 32, data_dir: DataDir = None) -> None:
+    """End to end: docs/s encoding a corpus prefix per head backend, against sentence-transformers."""
+    from lsr.eval.bench import bench_encode as run
+
+    rows = run(limit=limit, dataset=dataset, data_dir=data_dir, model=model, max_length=max_length,
+               batch_size=batch_size, heads=head, sentence_transformers=sentence_transformers, json_path=json_out)
+    for r in rows:
+        typer.echo(f"{r['backend']:>21}: {r['docs_per_s']:7.1f} docs/s ({r['seconds']:.1f} s for {r['num_docs']}), "
+                   f"{r['speedup_vs_reference']:.2f}x reference"
+                   + (f", {r['speedup_vs_sentence_transformers']:.2f}x sentence-transformers"
+                      if "speedup_vs_sentence_transformers" in r else "")
+                   + f", max |diff| vs reference {r['max_abs_diff_vs_reference']:.2e}")
 
 
 def main() -> None:

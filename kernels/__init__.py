@@ -1,4 +1,9 @@
-"""Fused SPLADE head kernels behind one function."""
-from .splade_head import BACKENDS, splade_head, splade_head_reference
+"""Fused SPLADE head kernels behind one function.
 
-__all__ = ["BACKENDS", "splade_head", "splade_head_reference"]
+`splade_head(..., backend=)` with backends `reference` (the spec), `torch` (tiled, CPU default) and `triton`
+(CUDA default; imported lazily from lsr.kernels.triton_head so importing lsr never imports triton).
+"""
+from .splade_head import BACKENDS, resolve_backend, splade_head, splade_head_reference
+from .torch_head import splade_head_torch
+
+__all__ = ["BACKENDS", "resolve_backend", "splade_head", "splade_head_reference", "splade_head_torch"]
