@@ -1,0 +1,197 @@
+"""The dense store: one float32 vector per document, kept beside the sparse index in the same doc_idx space.
+
+Files, inside the sparse index folder:
+    dense.npy        float32 (num_docs, dim), row i is the document at doc_idx i of the sparse index
+    dense_meta.json  format, version, dim, num_docs, the dense model (`info`), a checksum of the sparse
+                     index's doc_ids.json (so a store never pairs with another corpus) and of dense.npy
+
+Writes go to temporary files in the folder, fsynced, then `os.replace`d into place, meta last; the meta
+records the vector file's size and sha256, so a reader never silently accepts a half-replaced store.
+
+Search is an exact inner product (cosine for unit vectors): faiss `IndexFlatIP` when faiss is installed and
+`backend` is "auto" or "faiss", else a numpy matrix-vector product ranked by `top_k`. Never imports torch.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import IndexFormatError, LsrError
+from .hits import Hit, Run
+from .search import top_k
+from .storage import DOC_IDS, _fsync_write, _meta_checksum, _save_array, _sha256
+
+DENSE_FORMAT = "lsr-dense"
+DENSE_FORMAT_VERSION = 1
+DENSE_VECTORS = "dense.npy"
+DENSE_META = "dense_meta.json"
+BACKENDS = ("auto", "faiss", "numpy")
+
+
+def has_dense_store(index_dir: str | Path) -> bool:
+    return (Path(index_dir) / DENSE_META).is_file()
+
+
+def write_dense_store(index_dir: str | Path, vectors: np.ndarray, *, info: dict[str, Any] | None = None,
+                      overwrite: bool = False) -> Path:
+    """Add the dense vectors of an existing sparse index's documents (row i = doc_idx i) to its folder."""
+    path = Path(index_dir)
+    doc_ids_path = path / DOC_IDS
+    if not doc_ids_path.is_file():
+        raise IndexFormatError(f"{path}: no {DOC_IDS}; build the sparse index first (`lsr index build`)")
+    doc_ids = json.loads(doc_ids_path.read_text(encoding="utf-8"))
+    vectors = np.asarray(vectors)
+    if vectors.ndim != 2 or vectors.shape[1] < 1:
+        raise LsrError(f"dense vectors must be a (num_docs, dim) matrix, got shape {vectors.shape}")
+    if vectors.shape[0] != len(doc_ids):
+        raise LsrError(f"{vectors.shape[0]} dense vectors for an index of {len(doc_ids)} documents")
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if not np.all(np.isfinite(vectors)):
+        raise LsrError("dense vectors must be finite")
+    if has_dense_store(path) and not overwrite:
+        raise LsrError(f"{path} already has a dense store (pass overwrite to replace it)")
+
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{DENSE_VECTORS}.tmp-", dir=path)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        _save_array(tmp, vectors)
+        meta = {
+            "format": DENSE_FORMAT,
+            "format_version": DENSE_FORMAT_VERSION,
+            "num_docs": int(vectors.shape[0]),
+            "dim": int(vectors.shape[1]),
+            "info": dict(info or {}),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "doc_ids_sha256": _sha256(doc_ids_path),
+            "files": {DENSE_VECTORS: {"bytes": tmp.stat().st_size, "sha256": _sha256(tmp)}},
+        }
+        meta["meta_sha256"] = _meta_checksum(meta)
+        (path / DENSE_META).unlink(missing_ok=True)  # no meta while the vectors are being swapped
+        os.replace(tmp, path / DENSE_VECTORS)
+        meta_tmp = path / f".{DENSE_META}.tmp-{os.getpid()}"
+        _fsync_write(meta_tmp, json.dumps(meta, indent=2).encode())
+        os.replace(meta_tmp, path / DENSE_META)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+class DenseStore:
+    """A validated, read-only dense store; `search_vector` returns (doc_idx, score) like `Searcher`."""
+
+    def __init__(self, index_dir: str | Path, *, verify_checksums: bool = True, backend: str = "auto") -> None:
+        if backend not in BACKENDS:
+            raise LsrError(f"dense backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        self.path = Path(index_dir)
+        self.meta = _read_dense_meta(self.path)
+        vec_path = self.path / DENSE_VECTORS
+        expected = self.meta["files"][DENSE_VECTORS]
+        if not vec_path.is_file():
+            raise IndexFormatError(f"{self.path}: missing {DENSE_VECTORS} (half-written or damaged dense store)")
+        if vec_path.stat().st_size != expected["bytes"]:
+            raise IndexFormatError(f"{self.path}: {DENSE_VECTORS} has {vec_path.stat().st_size} bytes, meta says "
+                                   f"{expected['bytes']} (truncated or damaged dense store)")
+        if verify_checksums and _sha256(vec_path) != expected["sha256"]:
+            raise IndexFormatError(f"{self.path}: checksum mismatch in {DENSE_VECTORS} (corrupted dense store)")
+        doc_ids_path = self.path / DOC_IDS
+        if not doc_ids_path.is_file() or _sha256(doc_ids_path) != self.meta["doc_ids_sha256"]:
+            raise IndexFormatError(f"{self.path}: the dense store was built for other documents than this index's "
+                                   f"{DOC_IDS} (rebuild it)")
+        try:
+            self.vectors = np.load(vec_path, mmap_mode="r", allow_pickle=False)
+            self.doc_ids: list[str] = json.loads(doc_ids_path.read_text(encoding="utf-8"))
+        except (ValueError, OSError, UnicodeDecodeError) as e:
+            raise IndexFormatError(f"{self.path}: unreadable dense store ({e})") from e
+        self.num_docs = int(self.meta["num_docs"])
+        self.dim = int(self.meta["dim"])
+        if (self.vectors.shape != (self.num_docs, self.dim) or self.vectors.dtype != np.float32
+                or len(self.doc_ids) != self.num_docs):
+            raise IndexFormatError(f"{self.path}: {DENSE_VECTORS} is {self.vectors.dtype}{self.vectors.shape}, "
+                                   f"meta says float32({self.num_docs}, {self.dim})")
+        self.backend = _pick_backend(backend)
+        self._faiss_index = None
+        if self.backend == "faiss":
+            import faiss
+
+            self._faiss_index = faiss.IndexFlatIP(self.dim)
+            self._faiss_index.add(np.ascontiguousarray(self.vectors))
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return self.meta.get("info", {})
+
+    def size_bytes(self) -> int:
+        return sum((self.path / name).stat().st_size for name in (DENSE_VECTORS, DENSE_META))
+
+    def search_vector(self, query: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """(doc_idx, score) of the k documents with the largest inner product, ties to the smaller doc_idx."""
+        if k <= 0:
+            raise LsrError(f"k must be positive, got {k}")
+        q = np.asarray(query, dtype=np.float32).reshape(-1)
+        if q.shape != (self.dim,):
+            raise LsrError(f"dense query has dimension {q.shape[0]}, the store has {self.dim}")
+        if not np.all(np.isfinite(q)):
+            raise LsrError("dense query must be finite")
+        k = min(k, self.num_docs)
+        if self._faiss_index is not None:
+            scores, idx = self._faiss_index.search(q[None, :], k)
+            idx, scores = idx[0].astype(np.int64), scores[0].astype(np.float64)
+            keep = idx >= 0
+            idx, scores = idx[keep], scores[keep]
+            order = np.lexsort((idx, -scores))  # faiss leaves the order of ties open
+            return idx[order], scores[order]
+        scores = self.vectors.astype(np.float32, copy=False) @ q
+        # top_k keeps positive scores only; shift (inner products can be negative), rank, then unshift
+        shifted = scores.astype(np.float64) - float(scores.min()) + 1.0
+        idx, _ = top_k(shifted, k)
+        return idx, scores[idx].astype(np.float64)
+
+    def search(self, query: np.ndarray, k: int = 10) -> list[Hit]:
+        return self._hits(*self.search_vector(query, k))
+
+    def batch_search(self, queries: np.ndarray, query_ids: Sequence[str], k: int = 10) -> Run:
+        queries = np.asarray(queries)
+        if queries.ndim != 2 or len(queries) != len(query_ids):
+            raise LsrError(f"{len(queries)} query vectors but {len(query_ids)} query ids")
+        return {qid: self.search(queries[i], k) for i, qid in enumerate(query_ids)}
+
+    def _hits(self, idx: np.ndarray, scores: np.ndarray) -> list[Hit]:
+        return [Hit(self.doc_ids[i], float(s)) for i, s in zip(idx.tolist(), scores.tolist())]
+
+
+def _pick_backend(backend: str) -> str:
+    if backend == "numpy":
+        return "numpy"
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        if backend == "faiss":
+            raise LsrError("dense backend 'faiss' needs the faiss-cpu package: pip install faiss-cpu") from None
+        return "numpy"
+    return "faiss"
+
+
+def _read_dense_meta(path: Path) -> dict:
+    meta_path = path / DENSE_META
+    if not meta_path.is_file():
+        raise IndexFormatError(f"{path}: no dense store ({DENSE_META} missing; add one with "
+                               "`lsr index build --dense MODEL`)")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise IndexFormatError(f"{path}: {DENSE_META} is not valid JSON (corrupted dense store)") from e
+    if not isinstance(meta, dict) or meta.get("format") != DENSE_FORMAT:
+        raise IndexFormatError(f"{path}: {DENSE_META} does not describe an {DENSE_FORMAT} store")
+    if meta.get("format_version") != DENSE_FORMAT_VERSION:
+        raise IndexFormatError(f"{path}: dense store format version {meta.get('format_version')!r}, this lsr reads "
+                               f"version {DENSE_FORMAT_VERSION}; rebuild it")
+    if meta.get("meta_sha256") != _meta_checksum(meta):
+        raise IndexFormatError(f"{path}: checksum mismatch in {DENSE_META} (corrupted dense store)")
+    return meta
