@@ -26,6 +26,10 @@ MaxLength = Annotated[int, typer.Option("--max-length", help="tokens per text")]
 BatchSize = Annotated[int, typer.Option("--batch-size", help="texts per encoder batch")]
 Head = Annotated[str, typer.Option("--head", help="SPLADE head backend")]
 Bits = Annotated[int, typer.Option("--bits", help="impact quantisation bits (8 or 16)")]
+DenseModel = Annotated[Optional[str], typer.Option("--dense", help="also build a dense store with this model "
+                                                    "(e.g. minilm)")]
+ModeOpt = Annotated[str, typer.Option("--mode", help="sparse, dense or hybrid")]
+PrfOpt = Annotated[bool, typer.Option("--prf", help="pseudo-relevance feedback (Rocchio / Vector-PRF)")]
 
 
 def _options(max_length: int, batch_size: int, head: str):
@@ -57,47 +61,57 @@ def encode(dataset: Dataset, model: Model, out: Annotated[Path, typer.Option("--
 
 @index_app.command("build")
 def index_build(dataset: Dataset, model: Model, out: Annotated[Path, typer.Option("--out", help="index folder")],
-                limit: Limit = None, bits: Bits = 8, overwrite: Annotated[bool, typer.Option(
+                dense: DenseModel = None, limit: Limit = None, bits: Bits = 8, overwrite: Annotated[bool, typer.Option(
                     "--overwrite", help="replace an existing index")] = False,
                 max_length: MaxLength = 256, batch_size: BatchSize = 32, head: Head = "auto",
                 data_dir: DataDir = None) -> None:
-    """Encode a BEIR corpus and write an impact index (atomically) to OUT."""
+    """Encode a BEIR corpus and write an impact index (atomically) to OUT, with a dense store if --dense."""
     from lsr.eval.beir import load_corpus
-    from lsr.eval.pipeline import build_sparse_index, load_sparse_encoder
+    from lsr.eval.pipeline import build_index
 
     ds = load_corpus(dataset, data_dir, limit)
-    encoder = load_sparse_encoder(model, _options(max_length, batch_size, head))
-    figures = build_sparse_index(ds, model, encoder, out, bits=bits, overwrite=overwrite)
-    typer.echo(f"indexed {len(ds.corpus)} documents into {out} ({figures['docs_per_s']:.1f} docs/s encoding)")
+    figures = build_index(ds, model, out, _options(max_length, batch_size, head), dense=dense, bits=bits,
+                          overwrite=overwrite)
+    typer.echo(f"indexed {len(ds.corpus)} documents into {out} ({figures['docs_per_s']:.1f} docs/s encoding"
+               + (f", dense {figures['dense_docs_per_s']:.1f} docs/s" if dense else "") + ")")
 
 
 @app.command()
 def search(index: Annotated[Path, typer.Argument(help="index folder")],
            query: Annotated[str, typer.Argument(help="query text")],
-           k: Annotated[int, typer.Option("-k", help="hits to return")] = 10,
-           as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
-    """Search an index built by `lsr index build` with the model it was built with."""
-    from lsr.eval.pipeline import EncoderOptions, load_sparse_encoder
-    from lsr.index import IndexReader, Searcher
+           k: Annotated[int, typer.Option("-k", help="hits to return")] = 10, mode: ModeOpt = "sparse",
+           prf: PrfOpt = False, as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """Search an index built by `lsr index build` with the model(s) it was built with."""
+    from lsr.api.service import SearchService
 
     if not query.strip():
         raise LsrError("empty query")
-    reader = IndexReader(index)
-    model = reader.info.get("model")
-    if not model:
-        raise LsrError(f"{index}: the index does not record its model")
-    encoder = load_sparse_encoder(model, EncoderOptions(max_length=int(reader.info.get("max_length", 256)),
-                                                        batch_size=1, show_progress=False))
-    hits = Searcher(reader).search(encoder.encode_queries([query]), k=k)
+    service = SearchService(index)
+    hits = service.search(query=query, k=k, mode=mode, prf=prf)
     if as_json:
         typer.echo(json.dumps([{"doc_id": h.doc_id, "score": h.score} for h in hits]))
-    else:
-        for rank, hit in enumerate(hits, start=1):
-            typer.echo(f"{rank:>3}  {hit.score:9.4f}  {hit.doc_id}")
+        return
+    for rank, hit in enumerate(hits, start=1):
+        doc = service.documents.get(hit.doc_id)
+        title = f"  {doc.title[:80]}" if doc and doc.title else ""
+        typer.echo(f"{rank:>3}  {hit.score:9.4f}  {hit.doc_id}{title}")
+
+
+@app.command()
+def serve(index: Annotated[Path, typer.Argument(help="index folder")],
+          host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+          port: Annotated[int, typer.Option("--port")] = 8000) -> None:
+    """Serve the REST API and the search page over an index folder."""
+    import uvicorn
+
+    from lsr.api.app import Settings, create_app
+
+    uvicorn.run(create_app(Settings(index_dir=index)), host=host, port=port)
 
 
 @app.command("eval")
-def eval_(dataset: Dataset, model: Model, split: Split = "test", limit: Limit = None,
+def eval_(dataset: Dataset, model: Model, split: Split = "test", limit: Limit = None, dense: DenseModel = None,
+          mode: ModeOpt = "sparse", prf: PrfOpt = False,
           index: Annotated[Optional[Path], typer.Option("--index", help="reuse or keep the index here")] = None,
           json_out: Annotated[Optional[Path], typer.Option("--json", help="write the report as JSON")] = None,
           run_out: Annotated[Optional[Path], typer.Option("--run", help="write the TREC run file")] = None,
@@ -110,7 +124,8 @@ def eval_(dataset: Dataset, model: Model, split: Split = "test", limit: Limit = 
     from lsr.index import write_trec_run
 
     ds = load_beir(dataset, split, data_dir, limit)
-    report = evaluate(ds, model, _options(max_length, batch_size, head), index_dir=index, bits=bits)
+    report = evaluate(ds, model, _options(max_length, batch_size, head), index_dir=index, bits=bits, dense=dense,
+                      mode=mode, prf=prf)
     print_report(report)
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)

@@ -85,23 +85,44 @@ class EvalReport:
                 "num_queries": self.num_queries, "num_docs": self.num_docs, **self.efficiency}
 
 
+def open_or_build_index(dataset: BeirDataset, model: str, encoder, path: Path, bits: int = 8
+                        ) -> tuple[IndexReader, dict[str, Any]]:
+    """The sparse index at `path` if it holds this model's index of this corpus, else one built there;
+    with the encoding figures (measured now, or recorded when it was built)."""
+    if (path / "meta.json").exists():
+        reader = IndexReader(path)
+        built_with = reader.info.get("model")
+        if built_with != model_reference(model):
+            raise LsrError(f"{path} was built with model {built_with!r}, not {model!r}")
+        if reader.num_docs != len(dataset.corpus) or reader.doc_ids != dataset.doc_ids:
+            raise LsrError(f"{path} indexes other documents than {dataset.name} (rebuild it or drop --index)")
+        return reader, dict(reader.info.get("build", {}))
+    figures = build_sparse_index(dataset, model, encoder, path, bits=bits)
+    return IndexReader(path), figures
+
+
+def build_index(dataset: BeirDataset, model: str, out: str | Path, options: EncoderOptions, *,
+                dense: str | None = None, bits: int = 8, overwrite: bool = False) -> dict[str, float]:
+    """`lsr index build`: the sparse index, the documents' text, and a dense store if `dense` names a model."""
+    from lsr.api.service import build_dense_index, write_documents
+
+    encoder = load_sparse_encoder(model, options)
+    figures = build_sparse_index(dataset, model, encoder, out, bits=bits, overwrite=overwrite)
+    if dense:
+        dense_figures = build_dense_index(out, dataset, dense, max_length=options.max_length,
+                                          batch_size=options.batch_size)
+        figures["dense_docs_per_s"] = dense_figures["docs_per_s"]
+    else:
+        write_documents(out, dataset)
+    return figures
+
+
 def evaluate_sparse(dataset: BeirDataset, model: str, options: EncoderOptions, index_dir: str | Path | None = None,
                     bits: int = 8) -> EvalReport:
-    efficiency: dict[str, Any] = {}
     encoder = load_sparse_encoder(model, options)
     with tempfile.TemporaryDirectory(prefix="lsr-eval-") as tmp:
-        path = Path(index_dir) if index_dir else Path(tmp) / "index"
-        if (path / "meta.json").exists():
-            reader = IndexReader(path)
-            built_with = reader.info.get("model")
-            if built_with != model_reference(model):
-                raise LsrError(f"{path} was built with model {built_with!r}, not {model!r}")
-            if reader.num_docs != len(dataset.corpus) or reader.doc_ids != dataset.doc_ids:
-                raise LsrError(f"{path} indexes other documents than {dataset.name} (rebuild it or drop --index)")
-            efficiency.update(reader.info.get("build", {}))  # encoding figures measured when it was built
-        else:
-            efficiency.update(build_sparse_index(dataset, model, encoder, path, bits=bits))
-            reader = IndexReader(path)
+        reader, efficiency = open_or_build_index(dataset, model, encoder, Path(index_dir or Path(tmp) / "index"),
+                                                 bits)
         efficiency["index_bytes"] = reader.size_bytes()
         searcher = Searcher(reader)
         run, vectors, encode_ms, search_ms = _timed_queries(dataset, encoder, searcher)
@@ -118,6 +139,44 @@ def evaluate_sparse(dataset: BeirDataset, model: str, options: EncoderOptions, i
         })
     return EvalReport(dataset.name, dataset.split, model, evaluate_run(run, dataset.qrels), len(dataset.queries),
                       len(dataset.corpus), efficiency, run)
+
+
+HYBRID_DEPTH = 100  # dense, hybrid and PRF runs are ranked to depth 100 (each list's top 100 is fused)
+
+
+def evaluate_service(dataset: BeirDataset, model: str, options: EncoderOptions, *, dense: str | None, mode: str,
+                     prf: bool, index_dir: str | Path | None = None, bits: int = 8) -> EvalReport:
+    """Dense, hybrid and PRF modes through the query service, one query at a time (as the REST API runs)."""
+    from lsr.api.service import SearchService, build_dense_index
+    from lsr.index.dense import DenseStore, has_dense_store
+
+    encoder = load_sparse_encoder(model, options)
+    with tempfile.TemporaryDirectory(prefix="lsr-eval-") as tmp:
+        path = Path(index_dir or Path(tmp) / "index")
+        reader, efficiency = open_or_build_index(dataset, model, encoder, path, bits)
+        if mode != "sparse" or dense:
+            dense = dense or "minilm"
+            if not has_dense_store(path):
+                figures = build_dense_index(path, dataset, dense, max_length=options.max_length,
+                                            batch_size=options.batch_size)
+                efficiency["dense_docs_per_s"] = figures["docs_per_s"]
+            else:
+                built_with = DenseStore(path).info.get("model")
+                if built_with != model_reference(dense):
+                    raise LsrError(f"{path} holds a dense store of model {built_with!r}, not {dense!r}")
+        service = SearchService(path, sparse_encoder=encoder)
+        service.search(query="warm up", k=HYBRID_DEPTH, mode=mode, prf=prf)
+        run: Run = {}
+        latency = []
+        for qid, text in dataset.queries.items():
+            t0 = time.perf_counter()
+            run[qid] = service.search(query=text, k=HYBRID_DEPTH, mode=mode, prf=prf)
+            latency.append((time.perf_counter() - t0) * 1e3)
+        efficiency.update({"mode": mode, "prf": prf, "dense_model": dense, "depth": HYBRID_DEPTH,
+                           "query_latency_ms": percentiles(latency), "index_bytes": reader.size_bytes()})
+    name = model if mode == "sparse" else f"{model}+{dense}" if mode == "hybrid" else dense
+    return EvalReport(dataset.name, dataset.split, f"{name} ({mode}{', prf' if prf else ''})",
+                      evaluate_run(run, dataset.qrels), len(dataset.queries), len(dataset.corpus), efficiency, run)
 
 
 def _timed_queries(dataset: BeirDataset, encoder, searcher: Searcher):
@@ -163,12 +222,18 @@ def evaluate_bm25(dataset: BeirDataset, index_dir: str | Path | None = None) -> 
 
 
 def evaluate(dataset: BeirDataset, model: str, options: EncoderOptions, index_dir: str | Path | None = None,
-             bits: int = 8) -> EvalReport:
+             bits: int = 8, *, dense: str | None = None, mode: str = "sparse", prf: bool = False) -> EvalReport:
     from lsr.encoders import resolve_model
 
     kind = resolve_model(model).kind
     if kind == "bm25":
+        if dense or mode != "sparse" or prf:
+            raise LsrError("bm25 runs alone: --dense, --mode and --prf need a SPLADE --model")
         return evaluate_bm25(dataset, index_dir)
-    if kind == "splade":
+    if kind != "splade":
+        raise LsrError(f"model {model!r} is a {kind} model; pass a SPLADE model as --model and it as --dense")
+    if mode not in ("sparse", "dense", "hybrid"):
+        raise LsrError(f"--mode must be sparse, dense or hybrid, got {mode!r}")
+    if mode == "sparse" and not prf:
         return evaluate_sparse(dataset, model, options, index_dir, bits)
-    raise LsrError(f"model {model!r} is a {kind} model; `lsr eval` evaluates sparse models and bm25")
+    return evaluate_service(dataset, model, options, dense=dense, mode=mode, prf=prf, index_dir=index_dir, bits=bits)

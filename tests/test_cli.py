@@ -62,6 +62,8 @@ def test_index_search_eval_round_trip(cli, data_dir, tmp_path):
     (["eval", "--dataset", "scifact", "--model", "splade-tiny", "--limit", "99999999"], "larger than the corpus"),
     (["eval", "--dataset", "scifact", "--split", "nope", "--model", "bm25"], "no such qrels file"),
     (["eval", "--dataset", "scifact", "--model", "minilm"], "dense model"),
+    (["eval", "--dataset", "scifact", "--model", "bm25", "--mode", "hybrid"], "bm25 runs alone"),
+    (["eval", "--dataset", "scifact", "--model", "splade-tiny", "--mode", "fancy"], "--mode must be"),
 ])
 def test_bad_input_is_one_line(cli, data_dir, args, message):
     code, out, err = cli(*args, "--data-dir", data_dir)
@@ -84,3 +86,26 @@ def test_malformed_corpus_names_file_and_line(cli, tmp_path):
     code, _, err = cli("index", "build", "--dataset", ds, "--model", "splade-tiny", "--out", tmp_path / "i")
     assert code == 2 and "corpus.jsonl:2: malformed JSON" in err
     assert not (tmp_path / "i").exists()
+
+
+def test_hybrid_index_search_and_eval(cli, data_dir, tmp_path):
+    idx = tmp_path / "hybrid"
+    code, out, err = cli("index", "build", "--dataset", "scifact", "--model", "splade-tiny", "--dense", "minilm",
+                         "--limit", "60", "--max-length", "128", "--out", idx, "--data-dir", data_dir)
+    assert code == 0, err
+    assert "dense" in out and (idx / "dense.npy").is_file() and (idx / "docs.jsonl").is_file()
+    for mode in ("sparse", "dense", "hybrid"):
+        code, out, err = cli("search", idx, "vitamin D and bone density", "-k", "5", "--mode", mode, "--prf",
+                             "--json")
+        assert code == 0, err
+        hits = json.loads(out)
+        assert len(hits) == 5 and len({h["doc_id"] for h in hits}) == 5
+    report = tmp_path / "hybrid.json"
+    code, out, err = cli("eval", "--dataset", "scifact", "--model", "splade-tiny", "--mode", "hybrid", "--limit", "60",
+                         "--max-length", "128", "--index", idx, "--json", report, "--data-dir", data_dir)
+    assert code == 0, err
+    data = json.loads(report.read_text())
+    assert data["mode"] == "hybrid" and data["depth"] == 100 and 0 <= data["metrics"]["nDCG@10"] <= 1
+    code, _, err = cli("eval", "--dataset", "scifact", "--model", "splade-tiny", "--dense", "splade-tiny",
+                       "--mode", "dense", "--limit", "60", "--max-length", "128", "--index", idx, "--data-dir", data_dir)
+    assert code == 2 and "dense store of model 'minilm'" in err
