@@ -6,6 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from lsr.api.service import SearchService, build_dense_index
+from lsr.eval.beir import load_corpus
+from lsr.eval.pipeline import EncoderOptions, build_sparse_index, load_sparse_encoder
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -47,3 +51,28 @@ def cli(capsys, monkeypatch):
         return code, out, err
 
     return run
+
+
+# -- one small real index with sparse and dense stores, shared by the API tests ---------------------------
+API_NUM_DOCS = 100  # the first 100 scifact documents, max length 128: about 20 s to build on 2 cores
+
+
+@pytest.fixture(scope="session")
+def api_corpus(data_dir):
+    return load_corpus("scifact", data_dir, limit=API_NUM_DOCS)
+
+
+@pytest.fixture(scope="session")
+def api_index_dir(tmp_path_factory, api_corpus):
+    path = tmp_path_factory.mktemp("api") / "index"
+    encoder = load_sparse_encoder("splade-tiny", EncoderOptions(max_length=128, show_progress=False))
+    build_sparse_index(api_corpus, "splade-tiny", encoder, path)
+    build_dense_index(path, api_corpus, "minilm", max_length=128)
+    return path
+
+
+@pytest.fixture(scope="session")
+def api_service(api_index_dir):
+    return SearchService(api_index_dir)
+
+

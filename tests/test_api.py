@@ -19,22 +19,18 @@ QUERY = "microRNA expression in cancer cells"
 
 
 @pytest.fixture(scope="module")
-def corpus(data_dir):
-    return load_corpus("scifact", data_dir, limit=NUM_DOCS)
+def corpus(api_corpus):
+    return api_corpus
 
 
 @pytest.fixture(scope="module")
-def index_dir(tmp_path_factory, corpus):
-    path = tmp_path_factory.mktemp("api") / "index"
-    encoder = load_sparse_encoder("splade-tiny", EncoderOptions(max_length=128, show_progress=False))
-    build_sparse_index(corpus, "splade-tiny", encoder, path)
-    build_dense_index(path, corpus, "minilm", max_length=128)
-    return path
+def index_dir(api_index_dir):
+    return api_index_dir
 
 
 @pytest.fixture(scope="module")
-def service(index_dir):
-    return SearchService(index_dir)
+def service(api_service):
+    return api_service
 
 
 @pytest.fixture(scope="module")
