@@ -187,6 +187,43 @@ def bench_encode(json_out: JsonOut = None, dataset: Annotated[str, typer.Option(
                    + f", max |diff| vs reference {r['max_abs_diff_vs_reference']:.2e}")
 
 
+@bench_app.command("query")
+def bench_query(json_out: JsonOut = None,
+                corpus: Annotated[Optional[list[str]], typer.Option(
+                    "--corpus", help="scifact, nfcorpus or a synthetic size such as 100k or 1M (repeatable)")] = None,
+                engine: Annotated[Optional[list[str]], typer.Option(
+                    "--engine", help="lsr, pisa, bmp, seismic, lucene, scipy (repeatable) [all]")] = None,
+                threads: Annotated[Optional[list[int]], typer.Option("--threads", help="[1 and all cores]")] = None,
+                plot: Annotated[Optional[Path], typer.Option("--plot", help="latency-recall plot (PNG)")] = None,
+                max_queries: Annotated[Optional[int], typer.Option("--max-queries")] = None,
+                cache: Annotated[Path, typer.Option("--cache", help="encoded vectors")] = Path("runs/bench-cache"),
+                data_dir: DataDir = None) -> None:
+    """Query processing: ours against PISA, BMP, Seismic, Lucene impact and scipy on the same vectors."""
+    import os
+
+    from lsr.eval.bench_query import bench_query as run, write_results
+
+    rows = run(corpus or ["scifact", "nfcorpus"], engine or ["lsr", "scipy", "pisa", "bmp", "seismic", "lucene"],
+               threads or sorted({1, os.cpu_count() or 1}), data_dir=data_dir, cache=cache, max_queries=max_queries,
+               log=typer.echo)
+    if json_out:
+        write_results(rows, json_out, plot)
+
+
+@bench_app.command("serve")
+def bench_serve(index: Annotated[Path, typer.Argument(help="index folder")], json_out: JsonOut = None,
+                clients: Annotated[int, typer.Option("--clients")] = 32,
+                seconds: Annotated[float, typer.Option("--seconds")] = 60.0, mode: ModeOpt = "sparse") -> None:
+    """Load-test the REST API on loopback: QPS, p50/p99 latency, failures, server memory."""
+    from lsr.eval.loadtest import load_test
+
+    result = load_test(index, clients=clients, seconds=seconds, mode=mode)
+    typer.echo(json.dumps(result, indent=2))
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=2))
+
+
 def main() -> None:
     try:
         app()

@@ -256,6 +256,8 @@ class Searcher:
                              ) -> list[tuple[np.ndarray, np.ndarray]]:
         """(doc_idx, score) per query, the queries spread over `threads` threads (default: all cores)."""
         _check_query(queries.term_ids, queries.weights, self.reader.vocab_size, k)
+        if len(queries) <= 1 or threads == 1:  # no thread pool for a single query: its wake-up costs more
+            return [self.search_vector(*queries.row(i), k=k) for i in range(len(queries))]
         rows = [_prune_query(*queries.row(i), self.max_query_terms) for i in range(len(queries))]
         indptr = np.concatenate([[0], np.cumsum([len(t) for t, _ in rows], dtype=np.int64)])
         terms = np.concatenate([t for t, _ in rows] or [np.zeros(0)]).astype(np.int64)

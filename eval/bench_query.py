@@ -1,0 +1,224 @@
+"""`lsr bench query`: our query processor against PISA, BMP, Seismic, Lucene impact search and a scipy brute
+force, on the same 8-bit quantised document vectors, in one run.
+
+Corpora: the real SPLADE-tiny vectors of scifact and nfcorpus (encoded once, cached), and synthetic corpora
+of any size ("100k", "1M") drawn from them by `lsr.eval.synthetic.synthesize`. Queries: the real encoded
+queries of scifact test and nfcorpus dev. Every row: build time, index bytes per posting, single-query mean and
+p99 latency (one call per query), QPS (one batch call), recall@10 against our exact results.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lsr.index import IndexReader, IndexWriter, LsrError, Quantization, Searcher, SparseBatch
+
+from .engines import make_engine
+
+QUERY_SETS = (("scifact", "test"), ("nfcorpus", "dev"))
+
+
+def _encode_cached(cache: Path, name: str, texts_fn, queries: bool) -> SparseBatch:
+    path = cache / f"{name}.npz"
+    if path.is_file():
+        return SparseBatch.load_npz(path)
+    from lsr.encoders import SpladeEncoder, resolve_model
+
+    encoder = SpladeEncoder(resolve_model("splade-tiny").source, show_progress=True)
+    texts = texts_fn()
+    vectors = encoder.encode_queries(texts) if queries else encoder.encode_documents(texts)
+    cache.mkdir(parents=True, exist_ok=True)
+    vectors.save_npz(path)
+    return vectors
+
+
+def real_vectors(dataset: str, data_dir: str | Path | None, cache: Path) -> SparseBatch:
+    from .beir import load_corpus
+
+    return _encode_cached(cache, f"{dataset}-docs", lambda: [d.contents for d in
+                                                             load_corpus(dataset, data_dir).corpus.values()], False)
+
+
+def query_vectors(data_dir: str | Path | None, cache: Path) -> SparseBatch:
+    from .beir import load_beir
+
+    return SparseBatch.concat([_encode_cached(cache, f"{d}-{s}-queries", lambda d=d, s=s: list(
+        load_beir(d, s, data_dir).queries.values()), True) for d, s in QUERY_SETS])
+
+
+def parse_size(name: str) -> int | None:
+    """'1M' -> 1_000_000, '100k' -> 100_000; None for a dataset name."""
+    units = {"k": 1_000, "K": 1_000, "M": 1_000_000}
+    if name[-1:] in units and name[:-1].isdigit():
+        return int(name[:-1]) * units[name[-1]]
+    return None
+
+
+def corpus_vectors(name: str, data_dir, cache: Path) -> SparseBatch:
+    size = parse_size(name)
+    if size is None:
+        return real_vectors(name, data_dir, cache)
+    path = cache / f"synthetic-{name}.npz"
+    if path.is_file():
+        return SparseBatch.load_npz(path)
+    from .synthetic import synthesize
+
+    real = SparseBatch.concat([real_vectors(d, data_dir, cache) for d, _ in QUERY_SETS])
+    docs = synthesize(real, size, seed=0)
+    import scipy.sparse as sp
+
+    sp.save_npz(path, docs.to_scipy(), compressed=False)
+    return docs
+
+
+def quantised(docs: SparseBatch, bits: int = 8) -> SparseBatch:
+    """The documents as integer impacts (stored as float32), the vectors every engine is given."""
+    quant = Quantization.fit(float(docs.weights.max()), bits)
+    impacts = quant.quantize(docs.weights).astype(np.float32)
+    return SparseBatch.from_scipy(type(docs.to_scipy())((impacts, docs.term_ids, docs.indptr),
+                                                        shape=(len(docs), docs.vocab_size)))
+
+
+class LsrEngine:
+    """Our index and Searcher behind the engines' interface."""
+
+    name = "lsr"
+
+    def __init__(self, algorithm: str = "exhaustive", max_query_terms: int | None = None, alpha: float = 1.0):
+        self.options = {"algorithm": algorithm, "max_query_terms": max_query_terms, "alpha": alpha}
+        self.mode = "exact" if max_query_terms is None and alpha == 1.0 else "approximate"
+        self._searcher: Searcher | None = None
+
+    def build(self, docs: SparseBatch, workdir: Path, threads: int = 1) -> None:
+        shutil.rmtree(workdir, ignore_errors=True)
+        with IndexWriter(workdir, vocab_size=docs.vocab_size, bits=8) as writer:
+            writer.add(docs, [str(i) for i in range(len(docs))])
+        self._path = workdir
+        self._searcher = Searcher(IndexReader(workdir, verify_checksums=False), **self.options)
+
+    def search(self, queries: SparseBatch, k: int, threads: int = 1) -> list[np.ndarray]:
+        assert self._searcher is not None
+        return [idx for idx, _ in self._searcher.search_batch_vectors(queries, k=k, threads=threads)]
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self._path.iterdir())
+
+
+def engine_configs(names: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """The engines of one run: ours exact and approximate, and the others with their approximate knobs."""
+    configs: list[tuple[str, dict[str, Any]]] = []
+    for name in names:
+        if name == "lsr":
+            configs += [("lsr", {})] + [("lsr", {"max_query_terms": m}) for m in (32, 16)]
+        elif name == "seismic":
+            configs += [("seismic", {"query_cut": q, "heap_factor": h}) for q, h in ((10, 0.8), (20, 0.7))]
+        else:
+            configs.append((name, {}))
+    return configs
+
+
+@dataclass
+class Row:
+    engine: str
+    mode: str
+    corpus: str
+    threads: int
+    mean_ms: float
+    p99_ms: float
+    qps: float
+    recall_at_10: float
+    build_s: float
+    bytes_per_posting: float
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["recall@10"] = d.pop("recall_at_10")
+        return d
+
+
+def _recall(got: list[np.ndarray], ref: list[np.ndarray], k: int) -> float:
+    return float(np.mean([len(set(g[:k].tolist()) & set(r[:k].tolist())) / max(1, min(k, len(r)))
+                          for g, r in zip(got, ref) if len(r)]))
+
+
+def bench_query(corpora: list[str], engines: list[str], threads: list[int], *, k: int = 10,
+                data_dir: str | Path | None = None, cache: str | Path = "runs/bench-cache",
+                workdir: str | Path = "runs/bench-indexes", max_queries: int | None = None, log=print
+                ) -> list[Row]:
+    cache, workdir = Path(cache), Path(workdir)
+    queries = query_vectors(data_dir, cache)
+    if max_queries:
+        queries = queries.select(list(range(min(max_queries, len(queries)))))
+    rows: list[Row] = []
+    for corpus in corpora:
+        docs = quantised(corpus_vectors(corpus, data_dir, cache))
+        log(f"{corpus}: {len(docs):,} documents, {docs.nnz:,} postings; {len(queries)} queries")
+        reference: list[np.ndarray] | None = None
+        for name, options in engine_configs(engines):
+            engine = LsrEngine(**options) if name == "lsr" else make_engine(name, **options)
+            start = time.perf_counter()
+            try:
+                engine.build(docs, workdir / f"{corpus}-{name}", threads=max(threads))
+            except (ImportError, LsrError) as e:
+                log(f"  {name}: not run ({e})")
+                continue
+            build_s = time.perf_counter() - start
+            bytes_per_posting = engine.size_bytes() / max(docs.nnz, 1)
+            for n_threads in threads:
+                engine.search(queries.select([0]), k=k, threads=n_threads)  # warm-up (JIT, JVM, caches)
+                latency, results = [], []
+                for i in range(len(queries)):
+                    t0 = time.perf_counter()
+                    results.append(engine.search(queries.select([i]), k=k, threads=n_threads)[0])
+                    latency.append((time.perf_counter() - t0) * 1e3)
+                t0 = time.perf_counter()
+                engine.search(queries, k=k, threads=n_threads)
+                qps = len(queries) / (time.perf_counter() - t0)
+                if reference is None:  # the first config is ours, exact
+                    reference = results
+                row = Row(name, engine.mode, corpus, n_threads, float(np.mean(latency)),
+                          float(np.percentile(latency, 99)), qps, _recall(results, reference, k), build_s,
+                          bytes_per_posting, {k_: v for k_, v in options.items()})
+                rows.append(row)
+                log(f"  {name:8} {engine.mode:11} threads={n_threads} mean {row.mean_ms:8.2f} ms  p99 "
+                    f"{row.p99_ms:8.2f} ms  {row.qps:8.1f} QPS  recall@10 {row.recall_at_10:.3f}  build "
+                    f"{build_s:6.1f} s  {bytes_per_posting:5.2f} B/posting  {options or ''}")
+            if hasattr(engine, "close"):
+                engine.close()
+    return rows
+
+
+def write_results(rows: list[Row], json_path: str | Path, plot_path: str | Path | None = None) -> None:
+    json_path = Path(json_path)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
+                       "cpus": __import__("os").cpu_count()},
+           "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "results": [r.to_json() for r in rows]}
+    json_path.write_text(json.dumps(doc, indent=2))
+    if plot_path:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, len({r.corpus for r in rows}) or 1, figsize=(6 * len({r.corpus for r in rows}), 4),
+                                 squeeze=False)
+        for ax, corpus in zip(axes[0], sorted({r.corpus for r in rows})):
+            for engine in sorted({r.engine for r in rows}):
+                pts = [(r.recall_at_10, r.mean_ms) for r in rows if r.corpus == corpus and r.engine == engine
+                       and r.threads == 1]
+                if pts:
+                    ax.scatter(*zip(*pts), label=engine)
+            ax.set(title=f"{corpus}, 1 thread", xlabel="recall@10 vs exact", ylabel="mean latency (ms)",
+                   yscale="log")
+            ax.legend()
+        fig.tight_layout()
+        fig.savefig(plot_path, dpi=120)
