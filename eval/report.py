@@ -16,7 +16,9 @@ def print_report(report: EvalReport, console: Console | None = None) -> None:
     for name, value in report.metrics.items():
         table.add_row(name, f"{value:.4f}")
     for name, value in report.efficiency.items():
-        if isinstance(value, dict) and "p50" in value:
+        if isinstance(value, (bool, str)):
+            table.add_row(name, str(value))
+        elif isinstance(value, dict) and "p50" in value:
             table.add_row(name, f"p50 {value['p50']:.2f}  p99 {value['p99']:.2f}")
         elif isinstance(value, float):
             table.add_row(name, f"{value:,.2f}")
