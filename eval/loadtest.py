@@ -16,7 +16,8 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -57,12 +58,10 @@ def _queries(index_dir: Path, limit: int = 2000) -> list[str]:
     return titles
 
 
-def load_test(index_dir: str | Path, *, clients: int = 32, seconds: float = 60.0, mode: str = "sparse",
-              max_requests: int = 100_000, startup_timeout: float = 180.0) -> dict[str, Any]:
-    if not 1 <= clients <= MAX_CLIENTS or not 0 < seconds <= MAX_SECONDS:
-        raise LsrError(f"clients must be 1..{MAX_CLIENTS} and seconds 0..{MAX_SECONDS}")
-    index_dir = Path(index_dir)
-    queries = _queries(index_dir)
+@contextmanager
+def running_server(index_dir: str | Path, startup_timeout: float = 180.0) -> Iterator[tuple[int, int]]:
+    """A real uvicorn server over `index_dir` on a free loopback port, up once /health answers; yields
+    (port, pid) and stops the server on exit."""
     port = _free_port()
     env = dict(os.environ, LSR_INDEX_DIR=str(index_dir))
     server = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "lsr.api.app:app_from_env",
@@ -82,7 +81,21 @@ def load_test(index_dir: str | Path, *, clients: int = 32, seconds: float = 60.0
             if time.monotonic() > deadline:
                 raise LsrError(f"the server did not answer /health within {startup_timeout:.0f} s")
             time.sleep(0.5)
+        yield port, server.pid
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
+
+def load_test(index_dir: str | Path, *, clients: int = 32, seconds: float = 60.0, mode: str = "sparse",
+              max_requests: int = 100_000, startup_timeout: float = 180.0) -> dict[str, Any]:
+    if not 1 <= clients <= MAX_CLIENTS or not 0 < seconds <= MAX_SECONDS:
+        raise LsrError(f"clients must be 1..{MAX_CLIENTS} and seconds 0..{MAX_SECONDS}")
+    queries = _queries(Path(index_dir))
+    with running_server(index_dir, startup_timeout) as (port, pid):
         rss: list[tuple[float, float]] = []
         latencies: list[list[float]] = [[] for _ in range(clients)]
         failures = [0] * clients
@@ -93,7 +106,7 @@ def load_test(index_dir: str | Path, *, clients: int = 32, seconds: float = 60.0
 
         def sample() -> None:
             while time.monotonic() < stop_at:
-                rss.append((time.monotonic() - start, _rss_mb(server.pid)))
+                rss.append((time.monotonic() - start, _rss_mb(pid)))
                 time.sleep(0.5)
 
         def client(i: int) -> None:
@@ -120,7 +133,8 @@ def load_test(index_dir: str | Path, *, clients: int = 32, seconds: float = 60.0
                 n += 1
             conn.close()
 
-        threads = [threading.Thread(target=sample)] + [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+        threads = [threading.Thread(target=sample)]
+        threads += [threading.Thread(target=client, args=(i,)) for i in range(clients)]
         for t in threads:
             t.start()
         for t in threads:
@@ -133,9 +147,3 @@ def load_test(index_dir: str | Path, *, clients: int = 32, seconds: float = 60.0
                 "qps": lat.size / elapsed, "p50_ms": float(np.percentile(lat, 50)) if lat.size else None,
                 "p99_ms": float(np.percentile(lat, 99)) if lat.size else None,
                 "rss_mb_after_warmup": warm[0], "rss_mb_end": warm[-1], "rss_mb_max": max(warm)}
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
