@@ -25,7 +25,7 @@ import numpy as np
 from .errors import IndexFormatError, LsrError
 from .hits import Hit, Run
 from .search import top_k
-from .storage import DOC_IDS, _fsync_write, _meta_checksum, _save_array, _sha256
+from .storage import DOC_IDS, _fsync_write, _meta_checksum, _save_array, _sha256, read_checked_meta
 
 DENSE_FORMAT = "lsr-dense"
 DENSE_FORMAT_VERSION = 1
@@ -179,19 +179,5 @@ def _pick_backend(backend: str) -> str:
 
 
 def _read_dense_meta(path: Path) -> dict:
-    meta_path = path / DENSE_META
-    if not meta_path.is_file():
-        raise IndexFormatError(f"{path}: no dense store ({DENSE_META} missing; add one with "
-                               "`lsr index build --dense MODEL`)")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise IndexFormatError(f"{path}: {DENSE_META} is not valid JSON (corrupted dense store)") from e
-    if not isinstance(meta, dict) or meta.get("format") != DENSE_FORMAT:
-        raise IndexFormatError(f"{path}: {DENSE_META} does not describe an {DENSE_FORMAT} store")
-    if meta.get("format_version") != DENSE_FORMAT_VERSION:
-        raise IndexFormatError(f"{path}: dense store format version {meta.get('format_version')!r}, this lsr reads "
-                               f"version {DENSE_FORMAT_VERSION}; rebuild it")
-    if meta.get("meta_sha256") != _meta_checksum(meta):
-        raise IndexFormatError(f"{path}: checksum mismatch in {DENSE_META} (corrupted dense store)")
-    return meta
+    return read_checked_meta(path, DENSE_META, fmt=DENSE_FORMAT, version=DENSE_FORMAT_VERSION, what="dense store",
+                             missing="no dense store; add one with `lsr index build --dense MODEL`")

@@ -94,6 +94,21 @@ def _taat_batch(offsets, doc_idx, impacts, q_indptr, q_terms, q_weights, k, acc,
                                acc[numba.get_thread_id()], out_scores[q], out_docs[q])
 
 
+@numba.njit(inline="always")
+def _sift_down_max(heap, bound, m, i):  # pragma: no cover - compiled
+    """Restore the max-heap (by bound[block]) of the first m blocks in `heap` below position i."""
+    while True:
+        left, best = 2 * i + 1, i
+        if left < m and bound[heap[left]] > bound[heap[best]]:
+            best = left
+        if left + 1 < m and bound[heap[left + 1]] > bound[heap[best]]:
+            best = left + 1
+        if best == i:
+            return
+        heap[i], heap[best] = heap[best], heap[i]
+        i = best
+
+
 @numba.njit(cache=True, nogil=True)
 def _blockmax_query(bm_offsets, bm_blocks, bm_impacts, fwd_indptr, fwd_terms, fwd_impacts, num_docs, block_size,
                     q_terms, q_weights, k, alpha, out_scores, out_docs):  # pragma: no cover - compiled
@@ -112,17 +127,7 @@ def _blockmax_query(bm_offsets, bm_blocks, bm_impacts, fwd_indptr, fwd_terms, fw
     heap = np.flatnonzero(bound > 0)
     m = heap.shape[0]
     for start in range(m // 2 - 1, -1, -1):
-        i = start
-        while True:
-            left, best = 2 * i + 1, i
-            if left < m and bound[heap[left]] > bound[heap[best]]:
-                best = left
-            if left + 1 < m and bound[heap[left + 1]] > bound[heap[best]]:
-                best = left + 1
-            if best == i:
-                break
-            heap[i], heap[best] = heap[best], heap[i]
-            i = best
+        _sift_down_max(heap, bound, m, start)
     n = 0
     scored = 0
     while m > 0:
@@ -132,17 +137,7 @@ def _blockmax_query(bm_offsets, bm_blocks, bm_impacts, fwd_indptr, fwd_terms, fw
             break
         m -= 1
         heap[0] = heap[m]
-        i = 0
-        while True:
-            left, best = 2 * i + 1, i
-            if left < m and bound[heap[left]] > bound[heap[best]]:
-                best = left
-            if left + 1 < m and bound[heap[left + 1]] > bound[heap[best]]:
-                best = left + 1
-            if best == i:
-                break
-            heap[i], heap[best] = heap[best], heap[i]
-            i = best
+        _sift_down_max(heap, bound, m, 0)
         scored += 1
         for d in range(b * block_size, min((b + 1) * block_size, num_docs)):
             s = 0.0

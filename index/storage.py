@@ -282,21 +282,27 @@ class IndexReader:
         return sum((self.path / name).stat().st_size for name in (*DATA_FILES, META))
 
 
-def _read_meta(path: Path) -> dict:
-    if not path.is_dir():
-        raise IndexFormatError(f"{path}: no such index folder")
-    meta_path = path / META
+def read_checked_meta(path: Path, name: str, *, fmt: str, version: int, what: str, missing: str) -> dict:
+    """A meta JSON file of `fmt`/`version` whose own checksum holds; IndexFormatError naming the problem."""
+    meta_path = path / name
     if not meta_path.is_file():
-        raise IndexFormatError(f"{path}: no {META} (not an lsr index, or one whose write never finished)")
+        raise IndexFormatError(f"{path}: no {name} ({missing})")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
-        raise IndexFormatError(f"{path}: {META} is not valid JSON (corrupted index)") from e
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise IndexFormatError(f"{path}: {META} does not describe an {FORMAT}")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise IndexFormatError(f"{path}: index format version {meta.get('format_version')!r}, this lsr reads "
-                               f"version {FORMAT_VERSION}; rebuild the index with `lsr index build`")
+        raise IndexFormatError(f"{path}: {name} is not valid JSON (corrupted {what})") from e
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        raise IndexFormatError(f"{path}: {name} does not describe an {fmt}")
+    if meta.get("format_version") != version:
+        raise IndexFormatError(f"{path}: {what} format version {meta.get('format_version')!r}, this lsr reads "
+                               f"version {version}; rebuild it with `lsr index build`")
     if meta.get("meta_sha256") != _meta_checksum(meta):
-        raise IndexFormatError(f"{path}: checksum mismatch in {META} (corrupted index)")
+        raise IndexFormatError(f"{path}: checksum mismatch in {name} (corrupted {what})")
     return meta
+
+
+def _read_meta(path: Path) -> dict:
+    if not path.is_dir():
+        raise IndexFormatError(f"{path}: no such index folder")
+    return read_checked_meta(path, META, fmt=FORMAT, version=FORMAT_VERSION, what="index",
+                             missing="not an lsr index, or one whose write never finished")

@@ -1,7 +1,7 @@
 """The SPLADE head in plain PyTorch, tiled so the (batch, tokens, vocab) logits never exist.
 
-Layers (as in Liger-Kernel): host functions `tiled_max` (forward) and `head_backward` -> a narrow
-`autograd.Function` -> `splade_head_torch`, which `lsr.kernels.splade_head(backend="torch")` calls.
+Layers (as in Liger-Kernel): host functions `torch_forward` (`tiled_max` + `activate`) and `head_backward` ->
+the narrow `autograd.Function` shared with the Triton backend (lsr.kernels.autograd) -> `splade_head_torch`, which `lsr.kernels.splade_head(backend="torch")` calls.
 
 Forward:
   1. pack the real tokens of each row to the front (`pack_tokens`): (B, L, h) with L = the longest row's
@@ -27,6 +27,8 @@ cast back to the input dtype.
 from __future__ import annotations
 
 import torch
+
+from .autograd import run_head
 
 # Picked by measurement on the 2-core Xeon dev machine (B=32, T=256, h=128, V=30522, fp32):
 # - one big (vocab tile) x (many rows' tokens) matmul into a reused buffer beat per-row (tile x row)
@@ -154,32 +156,14 @@ def head_backward(grad_out: torch.Tensor, w: torch.Tensor, argmax: torch.Tensor,
             d_bias.to(weight.dtype) if need_bias else None)
 
 
-class TiledSpladeHead(torch.autograd.Function):
-    """Tensors in, tensors out; saves hidden, weight (inputs anyway), w and the int32 argmax."""
-
-    @staticmethod
-    def forward(ctx, hidden, weight, bias, attention_mask):
-        pooled, argmax = tiled_max(hidden, weight, attention_mask, with_argmax=True)
-        w = activate(pooled, bias)
-        ctx.save_for_backward(hidden, weight, w, argmax)
-        ctx.has_bias = bias is not None
-        return w.to(hidden.dtype)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        hidden, weight, w, argmax = ctx.saved_tensors
-        d_hidden, d_weight, d_bias = head_backward(
-            grad_out, w, argmax, hidden, weight, need_hidden=ctx.needs_input_grad[0],
-            need_weight=ctx.needs_input_grad[1], need_bias=ctx.has_bias and ctx.needs_input_grad[2])
-        return d_hidden, d_weight, d_bias, None
+def torch_forward(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                  attention_mask: torch.Tensor, *, with_argmax: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """w = log1p(relu(max logit + bias)) (B, V) fp32, and the argmax token when `with_argmax`."""
+    pooled, argmax = tiled_max(hidden, weight, attention_mask, with_argmax=with_argmax)
+    return activate(pooled, bias), argmax
 
 
 def splade_head_torch(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                       attention_mask: torch.Tensor) -> torch.Tensor:
-    """(B, V) SPLADE vectors; the argmax is only computed when a gradient will be asked for."""
-    needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (hidden, weight, bias))
-    if needs_grad:
-        return TiledSpladeHead.apply(hidden, weight, bias, attention_mask)
-    pooled, _ = tiled_max(hidden, weight, attention_mask, with_argmax=False)
-    return activate(pooled, bias).to(hidden.dtype)
+    """(B, V) SPLADE vectors; differentiable through the argmax-only backward (lsr.kernels.autograd)."""
+    return run_head(torch_forward, head_backward, hidden, weight, bias, attention_mask)

@@ -27,6 +27,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .autograd import run_head
+
 # The interpreter's tl.dot gets bf16/fp16 operands wrong (measured with triton 3.9: garbage sums), so under
 # TRITON_INTERPRET=1 the tiles are upcast to fp32 before the dot; compiled kernels use the native bf16 dot.
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
@@ -155,31 +157,11 @@ def triton_backward(grad_out: torch.Tensor, w: torch.Tensor, argmax: torch.Tenso
             d_bias.to(weight.dtype) if need_bias else None)
 
 
-class TritonSpladeHead(torch.autograd.Function):
-    """Tensors in, tensors out; saves hidden, weight (inputs anyway), w and the int32 argmax."""
-
-    @staticmethod
-    def forward(ctx, hidden, weight, bias, attention_mask):
-        w, argmax = triton_forward(hidden, weight, bias, attention_mask)
-        ctx.save_for_backward(hidden, weight, w, argmax)
-        ctx.has_bias = bias is not None
-        return w.to(hidden.dtype)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        hidden, weight, w, argmax = ctx.saved_tensors
-        d_hidden, d_weight, d_bias = triton_backward(
-            grad_out, w, argmax, hidden, weight, need_hidden=ctx.needs_input_grad[0],
-            need_weight=ctx.needs_input_grad[1], need_bias=ctx.has_bias and ctx.needs_input_grad[2])
-        return d_hidden, d_weight, d_bias, None
-
-
 def splade_head_triton(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                        attention_mask: torch.Tensor) -> torch.Tensor:
     """(B, V) SPLADE vectors computed by the Triton kernels (CUDA, or CPU under TRITON_INTERPRET=1)."""
-    needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (hidden, weight, bias))
-    if needs_grad:
-        return TritonSpladeHead.apply(hidden, weight, bias, attention_mask)
-    w, _ = triton_forward(hidden, weight, bias, attention_mask)
-    return w.to(hidden.dtype)
+    return run_head(_forward_with_argmax, triton_backward, hidden, weight, bias, attention_mask)
+
+
+def _forward_with_argmax(hidden, weight, bias, attention_mask, *, with_argmax: bool):
+    return triton_forward(hidden, weight, bias, attention_mask)  # the kernel always writes the argmax
