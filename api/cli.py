@@ -30,6 +30,9 @@ DenseModel = Annotated[Optional[str], typer.Option("--dense", help="also build a
                                                     "(e.g. minilm)")]
 ModeOpt = Annotated[str, typer.Option("--mode", help="sparse, dense or hybrid")]
 PrfOpt = Annotated[bool, typer.Option("--prf", help="pseudo-relevance feedback (Rocchio / Vector-PRF)")]
+FusionOpt = Annotated[str, typer.Option("--fusion", help="hybrid fusion: linear (min-max interpolation) or rrf")]
+AlphaOpt = Annotated[float, typer.Option("--alpha", help="hybrid weight of the sparse list (linear fusion)")]
+PlacementOpt = Annotated[str, typer.Option("--prf-placement", help="hybrid PRF: interpolate before, after or both")]
 
 
 def _options(max_length: int, batch_size: int, head: str):
@@ -80,14 +83,16 @@ def index_build(dataset: Dataset, model: Model, out: Annotated[Path, typer.Optio
 def search(index: Annotated[Path, typer.Argument(help="index folder")],
            query: Annotated[str, typer.Argument(help="query text")],
            k: Annotated[int, typer.Option("-k", help="hits to return")] = 10, mode: ModeOpt = "sparse",
-           prf: PrfOpt = False, as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+           prf: PrfOpt = False, fusion: FusionOpt = "linear", alpha: AlphaOpt = 0.5,
+           prf_placement: PlacementOpt = "both", as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """Search an index built by `lsr index build` with the model(s) it was built with."""
     from lsr.api.service import SearchService
 
     if not query.strip():
         raise LsrError("empty query")
     service = SearchService(index)
-    hits = service.search(query=query, k=k, mode=mode, prf=prf)
+    hits = service.search(query=query, k=k, mode=mode, prf=prf, fusion=fusion, alpha=alpha,
+                          prf_placement=prf_placement)
     if as_json:
         typer.echo(json.dumps([{"doc_id": h.doc_id, "score": h.score} for h in hits]))
         return
@@ -111,7 +116,8 @@ def serve(index: Annotated[Path, typer.Argument(help="index folder")],
 
 @app.command("eval")
 def eval_(dataset: Dataset, model: Model, split: Split = "test", limit: Limit = None, dense: DenseModel = None,
-          mode: ModeOpt = "sparse", prf: PrfOpt = False,
+          mode: ModeOpt = "sparse", prf: PrfOpt = False, fusion: FusionOpt = "linear", alpha: AlphaOpt = 0.5,
+          prf_placement: PlacementOpt = "both",
           index: Annotated[Optional[Path], typer.Option("--index", help="reuse or keep the index here")] = None,
           json_out: Annotated[Optional[Path], typer.Option("--json", help="write the report as JSON")] = None,
           run_out: Annotated[Optional[Path], typer.Option("--run", help="write the TREC run file")] = None,
@@ -125,7 +131,7 @@ def eval_(dataset: Dataset, model: Model, split: Split = "test", limit: Limit = 
 
     ds = load_beir(dataset, split, data_dir, limit)
     report = evaluate(ds, model, _options(max_length, batch_size, head), index_dir=index, bits=bits, dense=dense,
-                      mode=mode, prf=prf)
+                      mode=mode, prf=prf, ranking={"fusion": fusion, "alpha": alpha, "prf_placement": prf_placement})
     print_report(report)
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)

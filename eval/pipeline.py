@@ -145,7 +145,8 @@ HYBRID_DEPTH = 100  # dense, hybrid and PRF runs are ranked to depth 100 (each l
 
 
 def evaluate_service(dataset: BeirDataset, model: str, options: EncoderOptions, *, dense: str | None, mode: str,
-                     prf: bool, index_dir: str | Path | None = None, bits: int = 8) -> EvalReport:
+                     prf: bool, index_dir: str | Path | None = None, bits: int = 8,
+                     ranking: dict[str, Any] | None = None) -> EvalReport:
     """Dense, hybrid and PRF modes through the query service, one query at a time (as the REST API runs)."""
     from lsr.api.service import SearchService, build_dense_index
     from lsr.index.dense import DenseStore, has_dense_store
@@ -165,14 +166,15 @@ def evaluate_service(dataset: BeirDataset, model: str, options: EncoderOptions, 
                 if built_with != model_reference(dense):
                     raise LsrError(f"{path} holds a dense store of model {built_with!r}, not {dense!r}")
         service = SearchService(path, sparse_encoder=encoder)
-        service.search(query="warm up", k=HYBRID_DEPTH, mode=mode, prf=prf)
+        ranking = dict(ranking or {})
+        service.search(query="warm up", k=HYBRID_DEPTH, mode=mode, prf=prf, **ranking)
         run: Run = {}
         latency = []
         for qid, text in dataset.queries.items():
             t0 = time.perf_counter()
-            run[qid] = service.search(query=text, k=HYBRID_DEPTH, mode=mode, prf=prf)
+            run[qid] = service.search(query=text, k=HYBRID_DEPTH, mode=mode, prf=prf, **ranking)
             latency.append((time.perf_counter() - t0) * 1e3)
-        efficiency.update({"mode": mode, "prf": prf, "dense_model": dense, "depth": HYBRID_DEPTH,
+        efficiency.update({"mode": mode, "prf": prf, "dense_model": dense, "depth": HYBRID_DEPTH, **ranking,
                            "query_latency_ms": percentiles(latency), "index_bytes": reader.size_bytes()})
     name = model if mode == "sparse" else f"{model}+{dense}" if mode == "hybrid" else dense
     return EvalReport(dataset.name, dataset.split, f"{name} ({mode}{', prf' if prf else ''})",
@@ -222,7 +224,9 @@ def evaluate_bm25(dataset: BeirDataset, index_dir: str | Path | None = None) -> 
 
 
 def evaluate(dataset: BeirDataset, model: str, options: EncoderOptions, index_dir: str | Path | None = None,
-             bits: int = 8, *, dense: str | None = None, mode: str = "sparse", prf: bool = False) -> EvalReport:
+             bits: int = 8, *, dense: str | None = None, mode: str = "sparse", prf: bool = False,
+             ranking: dict[str, Any] | None = None) -> EvalReport:
+    """`ranking` holds the service's fusion, alpha and prf_placement (dense, hybrid and PRF modes)."""
     from lsr.encoders import resolve_model
 
     kind = resolve_model(model).kind
@@ -236,4 +240,5 @@ def evaluate(dataset: BeirDataset, model: str, options: EncoderOptions, index_di
         raise LsrError(f"--mode must be sparse, dense or hybrid, got {mode!r}")
     if mode == "sparse" and not prf:
         return evaluate_sparse(dataset, model, options, index_dir, bits)
-    return evaluate_service(dataset, model, options, dense=dense, mode=mode, prf=prf, index_dir=index_dir, bits=bits)
+    return evaluate_service(dataset, model, options, dense=dense, mode=mode, prf=prf, index_dir=index_dir, bits=bits,
+                            ranking=ranking)

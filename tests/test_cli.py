@@ -102,10 +102,12 @@ def test_hybrid_index_search_and_eval(cli, data_dir, tmp_path):
         assert len(hits) == 5 and len({h["doc_id"] for h in hits}) == 5
     report = tmp_path / "hybrid.json"
     code, out, err = cli("eval", "--dataset", "scifact", "--model", "splade-tiny", "--mode", "hybrid", "--limit", "60",
+                         "--fusion", "rrf", "--prf", "--prf-placement", "after",
                          "--max-length", "128", "--index", idx, "--json", report, "--data-dir", data_dir)
     assert code == 0, err
     data = json.loads(report.read_text())
     assert data["mode"] == "hybrid" and data["depth"] == 100 and 0 <= data["metrics"]["nDCG@10"] <= 1
+    assert data["fusion"] == "rrf" and data["prf"] is True and data["prf_placement"] == "after"
     code, _, err = cli("eval", "--dataset", "scifact", "--model", "splade-tiny", "--dense", "splade-tiny",
                        "--mode", "dense", "--limit", "60", "--max-length", "128", "--index", idx, "--data-dir", data_dir)
     assert code == 2 and "dense store of model 'minilm'" in err
