@@ -9,17 +9,18 @@ violations -> 422, oversized bodies -> 413, URLs or bodies that are not UTF-8 ->
 """
 from __future__ import annotations
 
+import secrets
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, AsyncIterator, Literal
 from urllib.parse import unquote_to_bytes
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lsr.index import LsrError
@@ -43,6 +44,10 @@ class Settings(BaseSettings):
     snippet_chars: int = 300
     max_body_bytes: int = MAX_BODY_BYTES
     warm_up: bool = True  # one query through every mode at startup (first-call costs out of user requests)
+    # The service has no write or admin routes; an API key, when set, guards the read routes (search,
+    # documents, stats) if `protect_reads` is on. /health and the page stay open (the page sends no key).
+    api_key: SecretStr | None = None
+    protect_reads: bool = False
 
 
 def get_service(request: Request) -> SearchService:
@@ -53,12 +58,22 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
+def require_api_key(request: Request,
+                    x_api_key: Annotated[str | None, Header(description="the API key, when reads are protected")] = None
+                    ) -> None:
+    settings: Settings = request.app.state.settings
+    if settings.api_key is None or not settings.protect_reads:
+        return
+    if not secrets.compare_digest((x_api_key or "").encode(), settings.api_key.get_secret_value().encode()):
+        raise HTTPException(status_code=401, detail="missing or wrong X-API-Key header")
+
+
 ServiceDep = Annotated[SearchService, Depends(get_service)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 # -- search ----------------------------------------------------------------------------------------------
-search_router = APIRouter(tags=["search"])
+search_router = APIRouter(tags=["search"], dependencies=[Depends(require_api_key)])
 
 
 async def _search(service: SearchService, settings: Settings, req: SearchRequest) -> SearchResponse:
@@ -95,7 +110,7 @@ async def search_get(service: ServiceDep, settings: SettingsDep,
 
 
 # -- documents --------------------------------------------------------------------------------------------
-documents_router = APIRouter(tags=["documents"])
+documents_router = APIRouter(tags=["documents"], dependencies=[Depends(require_api_key)])
 
 
 @documents_router.get("/documents/{doc_id:path}", response_model=DocumentOut, responses={404: {"model": ErrorOut}})
@@ -110,7 +125,7 @@ async def document(doc_id: str, service: ServiceDep) -> DocumentOut:
 meta_router = APIRouter(tags=["service"])
 
 
-@meta_router.get("/stats", response_model=StatsOut)
+@meta_router.get("/stats", response_model=StatsOut, dependencies=[Depends(require_api_key)])
 async def stats(service: ServiceDep) -> StatsOut:
     return StatsOut(**service.stats())
 

@@ -257,3 +257,21 @@ def test_dense_encoder_gives_unit_float32_rows(service):
     assert service.dense_encoder.encode_queries([]).shape == (0, 384)
     with pytest.raises(LsrError):
         service.dense_encoder.encode_queries([None])
+
+
+def test_api_key_guards_reads_only_when_asked(index_dir, service):
+    def client_with(**settings):
+        app = create_app(Settings(index_dir=index_dir, warm_up=False, **settings))
+        app.dependency_overrides[get_service] = lambda: service
+        return TestClient(app)
+
+    open_client = client_with(api_key="s3cret")  # a key alone does not close the read routes
+    assert open_client.post("/search", json={"query": QUERY}).status_code == 200
+    guarded = client_with(api_key="s3cret", protect_reads=True)
+    for method, url, kw in [("post", "/search", {"json": {"query": QUERY}}), ("get", "/stats", {}),
+                            ("get", "/search?q=cancer", {})]:
+        r = getattr(guarded, method)(url, **kw)
+        assert r.status_code == 401 and "X-API-Key" in r.json()["detail"]
+        assert getattr(guarded, method)(url, headers={"X-API-Key": "wrong"}, **kw).status_code == 401
+        assert getattr(guarded, method)(url, headers={"X-API-Key": "s3cret"}, **kw).status_code == 200
+    assert guarded.get("/health").status_code == 200
