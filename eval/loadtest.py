@@ -146,4 +146,5 @@ def load_test(index_dir: str | Path, *, clients: int = 32, seconds: float = 60.0
                 "failed": int(sum(failures)), "statuses": {str(k): v for k, v in sorted(statuses.items())},
                 "qps": lat.size / elapsed, "p50_ms": float(np.percentile(lat, 50)) if lat.size else None,
                 "p99_ms": float(np.percentile(lat, 99)) if lat.size else None,
-                "rss_mb_after_warmup": warm[0], "rss_mb_end": warm[-1], "rss_mb_max": max(warm)}
+                "rss_mb_after_warmup": warm[0], "rss_mb_end": warm[-1], "rss_mb_max": max(warm),
+                "rss_mb_timeline": [[round(t), round(m)] for t, m in rss[::20]]}  # every ~10 s
