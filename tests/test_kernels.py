@@ -79,7 +79,7 @@ def head_and_grads(backend: str, hidden, weight, bias, mask, grad, *, compute_dt
     return [out.detach()] + [t.grad if t is not None else None for t in leaves]
 
 
-def check_against_reference(backend: str, hidden, weight, bias, mask, grad) -> None:
+def assert_matches_reference(backend: str, hidden, weight, bias, mask, grad) -> None:
     dtype = hidden.dtype
     atol, rtol = TOLERANCE[dtype]
     grad = drop_near_ties(hidden, weight, mask, grad)
@@ -107,12 +107,12 @@ SHAPES = [  # (batch, seq, dim, vocab)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("shape", SHAPES)
 def test_torch_backend_matches_reference(shape, dtype):
-    check_against_reference("torch", *make_inputs(*shape, dtype=dtype))
+    assert_matches_reference("torch", *make_inputs(*shape, dtype=dtype))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_torch_backend_without_bias_like_a_decoder_lm_head(dtype):
-    check_against_reference("torch", *make_inputs(3, 19, 40, 777, dtype=dtype, bias=False))
+    assert_matches_reference("torch", *make_inputs(3, 19, 40, 777, dtype=dtype, bias=False))
 
 
 def test_bf16_output_is_near_the_bf16_reference():
@@ -195,7 +195,7 @@ def run_triton_case(name: str) -> None:
     if torch.cuda.is_available():
         inputs = tuple(t.cuda() if t is not None else None for t in inputs)
     if block_v is None:
-        check_against_reference("triton", *inputs)
+        assert_matches_reference("triton", *inputs)
         return
     from lsr.kernels import triton_head  # big vocabulary: wide vocab blocks keep the interpreter quick
 
