@@ -92,6 +92,13 @@ def _term(t: int) -> str:
     return f"t{int(t)}"
 
 
+def _term_dicts(docs: SparseBatch, impacts: np.ndarray):
+    """Per document, in row order: {term string: integer impact}, zero impacts left out."""
+    for i in range(len(docs)):
+        lo, hi = docs.indptr[i], docs.indptr[i + 1]
+        yield {_term(t): int(w) for t, w in zip(docs.term_ids[lo:hi], impacts[lo:hi]) if w > 0}
+
+
 # -- scipy: brute force ------------------------------------------------------------------------------
 class ScipyEngine:
     """Exact baseline: a sparse matrix-vector product per query, top-k by argpartition + sort."""
@@ -154,10 +161,8 @@ class PisaEngine:
         self._path = _fresh_dir(Path(workdir)) / "pisa"
 
         def gen():
-            for i in range(len(docs)):
-                lo, hi = docs.indptr[i], docs.indptr[i + 1]
-                yield {"docno": str(i),
-                       "toks": {_term(t): float(w) for t, w in zip(docs.term_ids[lo:hi], impacts[lo:hi])}}
+            for i, toks in enumerate(_term_dicts(docs, impacts)):
+                yield {"docno": str(i), "toks": {t: float(w) for t, w in toks.items()}}
 
         index = PisaIndex(str(self._path), stemmer="none", stops="none", index_encoding=self.index_encoding,
                           threads=max(1, threads))
@@ -220,9 +225,8 @@ class BmpEngine:
             raise LsrError("bmp takes u8 impacts (0..255)")
         self._path = _fresh_dir(Path(workdir)) / "index.bmp"
         indexer = Indexer(str(self._path), self.bsize, self.compress_range)
-        for i in range(len(docs)):
-            lo, hi = docs.indptr[i], docs.indptr[i + 1]
-            indexer.add_document(str(i), {_term(t): int(w) for t, w in zip(docs.term_ids[lo:hi], impacts[lo:hi])})
+        for i, vector in enumerate(_term_dicts(docs, impacts)):
+            indexer.add_document(str(i), vector)
         indexer.finish()
         self._searcher = Searcher(str(self._path))
 
@@ -327,9 +331,7 @@ class LuceneEngine:
         collection = workdir / "collection"
         collection.mkdir()
         with open(collection / "docs.jsonl", "w") as f:
-            for i in range(len(docs)):
-                lo, hi = docs.indptr[i], docs.indptr[i + 1]
-                vector = {_term(t): int(w) for t, w in zip(docs.term_ids[lo:hi], impacts[lo:hi]) if w > 0}
+            for i, vector in enumerate(_term_dicts(docs, impacts)):
                 f.write(json.dumps({"id": str(i), "contents": "", "vector": vector}) + "\n")
         self._path = workdir / "index"
         args = ["-collection", "JsonVectorCollection", "-input", str(collection), "-index", str(self._path),
