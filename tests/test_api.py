@@ -11,7 +11,6 @@ from lsr.api.app import Settings, create_app, get_service
 from lsr.api.schemas import MAX_K, MAX_QUERY_CHARS
 from lsr.api.service import DOCS_FILE, SearchService, build_dense_index, write_documents
 from lsr.eval.beir import load_corpus
-from lsr.eval.pipeline import EncoderOptions, build_sparse_index, load_sparse_encoder
 from lsr.index import LsrError, Searcher
 
 NUM_DOCS = 100
