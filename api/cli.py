@@ -209,6 +209,43 @@ def bench_encode(json_out: JsonOut = None, dataset: Annotated[str, typer.Option(
                    + f", max |diff| vs reference {r['max_abs_diff_vs_reference']:.2e}")
 
 
+@bench_app.command("decoder")
+def bench_decoder_cmd(
+        json_out: JsonOut = None,
+        vocab: Annotated[Optional[list[int]], typer.Option(
+            "--vocab", help="vocabulary size V (repeatable) [32000 and 250000]")] = None,
+        docs: Annotated[int, typer.Option("--docs", help="the first N corpus documents")] = 64,
+        hidden: Annotated[Optional[int], typer.Option("--hidden", help="hidden size [256 CPU, 4096 CUDA]")] = None,
+        layers: Annotated[Optional[int], typer.Option("--layers", help="decoder layers [2 CPU, 32 CUDA]")] = None,
+        heads: Annotated[Optional[int], typer.Option("--heads", help="attention heads [4 CPU, 32 CUDA]")] = None,
+        kv_heads: Annotated[Optional[int], typer.Option("--kv-heads", help="key/value heads [2 CPU, 8 CUDA]")] = None,
+        intermediate: Annotated[Optional[int], typer.Option(
+            "--intermediate", help="MLP size [512 CPU, 14336 CUDA]")] = None,
+        dtype: Annotated[Optional[str], typer.Option(
+            "--dtype", help="float32 or bfloat16 [fp32 CPU, bf16 CUDA]")] = None,
+        head: Annotated[Optional[list[str]], typer.Option(
+            "--head", help="head backend (repeatable) [reference and the available fast ones]")] = None,
+        repeats: Annotated[int, typer.Option("--repeats", help="timed encodings after the first")] = 3,
+        dataset: Dataset = "scifact", max_length: MaxLength = 256, batch_size: BatchSize = 16,
+        data_dir: DataDir = None) -> None:
+    """Echo SPLADE on a random-weight Mistral (7B shape in bf16 on CUDA): time and memory per head backend."""
+    from lsr.eval.bench import bench_decoder as run
+
+    rows = run(vocabs=vocab, docs=docs, max_length=max_length, batch_size=batch_size, hidden=hidden, layers=layers,
+               heads=heads, kv_heads=kv_heads, intermediate=intermediate, dtype=dtype, backends=head,
+               repeats=repeats, dataset=dataset, data_dir=data_dir, json_path=json_out)
+    for r in rows:
+        if "error" in r:
+            typer.echo(f"{r['backend']:>9} V={r['vocab']}: error: {r['error']}")
+            continue
+        typer.echo(f"{r['backend']:>9} V={r['vocab']} h={r['hidden']} L={r['layers']} {r['dtype']} "
+                   f"{r['num_docs']} docs T<={r['max_length']}: {r['docs_per_s']:7.1f} docs/s "
+                   f"({r['median_s']:.2f} s)  peak {r['peak_mb']:8.1f} MB  "
+                   f"(reference/this: time {r.get('reference_over_this_median_s', float('nan')):.2f}x, "
+                   f"memory {r.get('reference_over_this_peak_mb', float('nan')):.1f}x)  "
+                   f"max |diff| vs reference {r.get('max_abs_diff_vs_reference', float('nan')):.2e}")
+
+
 @bench_app.command("query")
 def bench_query(json_out: JsonOut = None,
                 corpus: Annotated[Optional[list[str]], typer.Option(

@@ -47,6 +47,9 @@ from lsr.kernels import splade_head
 from .splade import detach_output_head
 
 CONFIG_FILE = "lsr_echo.json"
+# A learned vocabulary bias for the head (SPLADE's MLM decoder has one; decoder lm_heads do not): kept beside
+# the Hugging Face weights so the checkpoint stays a plain causal LM. Absent for hub models: no bias.
+VOCAB_BIAS_FILE = "splade_vocab_bias.safetensors"
 DEFAULT_TEMPLATE = {"prefix": "Rewrite the passage:", "separator": "Rewritten passage:"}
 LORA_DEFAULTS = {"r": 16, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
 
@@ -84,23 +87,28 @@ class EchoSpladeEncoder:
         if head_key in info.get("missing_keys", ()) and not model.config.get_text_config().tie_word_embeddings:
             raise LsrError(f"{source}: checkpoint has no {head_key} (saved with the head detached?); "
                            "save encoders with EchoSpladeEncoder.save")
+        vocab_bias = None
+        if (Path(source) / VOCAB_BIAS_FILE).is_file():
+            from safetensors.torch import load_file
+
+            vocab_bias = load_file(Path(source) / VOCAB_BIAS_FILE)["bias"]
         self._setup(model, tokenizer, max_length=max_length, batch_size=batch_size, head=head, device=device,
                     show_progress=show_progress, echo=saved.get("echo", True) if echo is None else echo,
-                    template=template or saved.get("template"), lora=lora)
+                    template=template or saved.get("template"), lora=lora, vocab_bias=vocab_bias)
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, tokenizer: Any, *, max_length: int = 256, batch_size: int = 32,
                    head: str = "auto", device: str | None = None, show_progress: bool = True,
                    echo: bool = True, template: dict[str, str] | None = None,
-                   lora: dict[str, Any] | None = None) -> EchoSpladeEncoder:
+                   lora: dict[str, Any] | None = None, vocab_bias: torch.Tensor | None = None) -> EchoSpladeEncoder:
         """Wrap an already built causal LM (its lm_head is detached in place)."""
         self = cls.__new__(cls)
         self._setup(model, tokenizer, max_length=max_length, batch_size=batch_size, head=head, device=device,
-                    show_progress=show_progress, echo=echo, template=template, lora=lora)
+                    show_progress=show_progress, echo=echo, template=template, lora=lora, vocab_bias=vocab_bias)
         return self
 
     def _setup(self, model, tokenizer, *, max_length, batch_size, head, device, show_progress, echo, template,
-               lora) -> None:
+               lora, vocab_bias=None) -> None:
         if batch_size < 1:
             raise LsrError(f"batch_size must be positive, got {batch_size}")
         self.tokenizer = tokenizer
@@ -125,6 +133,12 @@ class EchoSpladeEncoder:
         self._head_key = f"{_head_name(model)}.weight"
         self.head_module = detach_output_head(model)  # before peft wraps the model
         self.vocab_size = int(self.head_module.weight.shape[0])
+        self.has_vocab_bias = vocab_bias is not None
+        if vocab_bias is not None:
+            if self.head_module.bias is not None or tuple(vocab_bias.shape) != (self.vocab_size,):
+                raise LsrError(f"vocabulary bias of shape {tuple(vocab_bias.shape)} does not fit a head of "
+                               f"{self.vocab_size} rows{' that has a bias already' if self.head_module.bias is not None else ''}")
+            self.head_module.bias = torch.nn.Parameter(vocab_bias.detach().float().clone())
         self.lora = None
         if lora is not None:
             from peft import LoraConfig, get_peft_model
@@ -247,7 +261,7 @@ class EchoSpladeEncoder:
                         delta = sum(module.get_delta_weight(a) for a in module.active_adapters)
                         state[f"{name}.weight"] = module.get_base_layer().weight + delta
         state[self._head_key] = self.head_module.weight
-        if self.head_module.bias is not None:
+        if self.head_module.bias is not None and not self.has_vocab_bias:
             state[self._head_key[:-len("weight")] + "bias"] = self.head_module.bias
         return {k: v.detach().contiguous() for k, v in state.items()}
 
@@ -258,5 +272,9 @@ class EchoSpladeEncoder:
         base = self.model if self.lora is None else self.model.get_base_model()
         base.save_pretrained(folder, state_dict=self._state_dict())
         self.tokenizer.save_pretrained(folder)
+        if self.has_vocab_bias:
+            from safetensors.torch import save_file
+
+            save_file({"bias": self.head_module.bias.detach().cpu().contiguous()}, folder / VOCAB_BIAS_FILE)
         saved = {"echo": self.echo, "template": self.template, "tokenizer_class": type(self.tokenizer).__name__}
         (folder / CONFIG_FILE).write_text(json.dumps(saved, indent=2) + "\n")

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from lsr.index import LsrError
 
-KINDS = ("splade", "dense", "bm25")
+KINDS = ("splade", "echo", "dense", "bm25")  # splade: masked-LM SPLADE; echo: decoder-only Echo SPLADE
+SPARSE_KINDS = ("splade", "echo")
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,21 @@ def _kind_of_folder(path: Path) -> str:
     architectures = config.get("architectures") or []
     if any(a.endswith("ForMaskedLM") for a in architectures):
         return "splade"
-    raise LsrError(f"{path}: cannot tell how to use architectures {architectures} (expected a *ForMaskedLM model "
-                   "or a sentence-transformers folder)")
+    if any(a.endswith("ForCausalLM") for a in architectures):
+        return "echo"
+    raise LsrError(f"{path}: cannot tell how to use architectures {architectures} (expected a *ForMaskedLM or "
+                   "*ForCausalLM model, or a sentence-transformers folder)")
+
+
+def _kind_of_hub_id(name: str) -> str:
+    """A hub id's kind from its config (the local Hugging Face cache, else online); splade when unknown."""
+    try:
+        from transformers import AutoConfig
+
+        architectures = AutoConfig.from_pretrained(name).architectures or []
+    except (OSError, ValueError):
+        return "splade"
+    return "echo" if any(a.endswith("ForCausalLM") for a in architectures) else "splade"
 
 
 def resolve_model(name: str | Path) -> ModelSpec:
@@ -72,6 +86,20 @@ def resolve_model(name: str | Path) -> ModelSpec:
     if path.is_dir():
         return ModelSpec(name, _kind_of_folder(path), str(path.resolve()))
     if name.count("/") == 1 and not name.startswith((".", "/")) and not path.exists():
-        return ModelSpec(name, "splade", name)  # a hub id such as naver/splade-v3; loaded (online) by transformers
+        return ModelSpec(name, _kind_of_hub_id(name), name)  # naver/splade-v3, mistralai/Mistral-7B-v0.1, ...
     raise LsrError(f"unknown model {name!r}: use one of {', '.join(registered_names())}, a local checkpoint "
                    "folder, or a hub id (owner/name)")
+
+
+def load_sparse_encoder(spec: ModelSpec, **options):
+    """The sparse encoder for a resolved model: SpladeEncoder (masked LM; inference-free when the folder holds
+    an IDF table) or EchoSpladeEncoder (causal LM). `options` go to the encoder's constructor."""
+    if spec.kind == "splade":
+        from .splade import SpladeEncoder
+
+        return SpladeEncoder(spec.source, **options)
+    if spec.kind == "echo":
+        from .echo import EchoSpladeEncoder
+
+        return EchoSpladeEncoder(spec.source, **options)
+    raise LsrError(f"model {spec.name!r} is a {spec.kind} model, not a sparse encoder")

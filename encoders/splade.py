@@ -1,6 +1,7 @@
 """SPLADE encoder for any masked-LM checkpoint: backbone -> fused SPLADE head -> sparse vectors."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -76,6 +77,18 @@ class SpladeEncoder:
 
     def encode_documents(self, texts: Sequence[str]) -> SparseBatch:
         return self.encode(texts, desc="documents")
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """One padded batch for `forward(**batch)` (training builds its batches with this)."""
+        batch = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=True,
+                               return_tensors="pt")
+        return {"input_ids": batch["input_ids"].to(self.device), "attention_mask": batch["attention_mask"].to(self.device)}
+
+    def save(self, folder: str | Path) -> None:
+        """save_pretrained of the model (the tied projection and its bias included) and the tokenizer; the IDF
+        table of an inference-free model is the query side's to save."""
+        self.model.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(batch, vocab) SPLADE weights for one padded batch (differentiable)."""

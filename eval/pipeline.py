@@ -27,14 +27,11 @@ class EncoderOptions:
 
 
 def load_sparse_encoder(model: str, options: EncoderOptions):
-    """A SpladeEncoder for a registered name, folder or hub id; a clear error for other kinds."""
-    from lsr.encoders import SpladeEncoder, resolve_model
+    """The sparse encoder for a registered name, folder or hub id; a clear error for other kinds."""
+    from lsr.encoders import load_sparse_encoder as load, resolve_model
 
-    spec = resolve_model(model)
-    if spec.kind != "splade":
-        raise LsrError(f"model {model!r} is a {spec.kind} model, not a sparse encoder")
-    return SpladeEncoder(spec.source, max_length=options.max_length, batch_size=options.batch_size,
-                         head=options.head, show_progress=options.show_progress)
+    return load(resolve_model(model), max_length=options.max_length, batch_size=options.batch_size,
+                head=options.head, show_progress=options.show_progress)
 
 
 def model_reference(model: str) -> str:
@@ -227,14 +224,14 @@ def evaluate(dataset: BeirDataset, model: str, options: EncoderOptions, index_di
              bits: int = 8, *, dense: str | None = None, mode: str = "sparse", prf: bool = False,
              ranking: dict[str, Any] | None = None) -> EvalReport:
     """`ranking` holds the service's fusion, alpha and prf_placement (dense, hybrid and PRF modes)."""
-    from lsr.encoders import resolve_model
+    from lsr.encoders import SPARSE_KINDS, resolve_model
 
     kind = resolve_model(model).kind
     if kind == "bm25":
         if dense or mode != "sparse" or prf:
             raise LsrError("bm25 runs alone: --dense, --mode and --prf need a SPLADE --model")
         return evaluate_bm25(dataset, index_dir)
-    if kind != "splade":
+    if kind not in SPARSE_KINDS:
         raise LsrError(f"model {model!r} is a {kind} model; pass a SPLADE model as --model and it as --dense")
     if mode not in ("sparse", "dense", "hybrid"):
         raise LsrError(f"--mode must be sparse, dense or hybrid, got {mode!r}")

@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 from lsr.index import LsrError
-from lsr.training import (contrastive, ensemble, flops, idf_aware_flops, kl_distillation, margin_mse, min_max,
-                          quadratic_warmup)
+from lsr.training import (contrastive, ensemble, flops, idf_aware_flops, idf_penalty_weights, kl_distillation,
+                          margin_mse, min_max, quadratic_warmup)
 from lsr.training.teachers import Bm25Scorer
 
 
@@ -152,7 +152,7 @@ def _config(tmp_path: Path, **overrides):
     return TrainConfig.model_validate(raw)
 
 
-def _held_out_loss(config, model_dir: str, dataset) -> float:
+def _held_out_loss(config, model_dir: str, dataset, idf: np.ndarray) -> float:
     """The objective on fixed groups (every tiny query), without the regulariser."""
     from lsr.training.data import MiningSettings, build_training_set
     from lsr.training.loop import Student, objective, sample_groups
@@ -160,13 +160,14 @@ def _held_out_loss(config, model_dir: str, dataset) -> float:
     data = build_training_set([dataset], config.data.cache_dir, MiningSettings(
         mine_depth=config.data.mine_depth, max_length=config.max_length, teachers=tuple(config.data.teachers)),
         log=lambda m: None)
-    student = Student(config, model_dir, None)
+    student = Student(config, model_dir, idf)
     rows, entries = sample_groups(data, np.arange(len(data)), config.data.group_size, 10, np.random.default_rng(7))
     teacher = torch.from_numpy(ensemble([data.teacher_scores[t][entries] for t in config.data.teachers]))
     ids = [np.asarray(i) for i in student.tokenizer(data.queries, add_special_tokens=False)["input_ids"]]
     with torch.no_grad():
         q = student.encode_queries(data.queries, [i[student.idf.numpy()[i] > 0] for i in ids])
-        terms = objective(config, 0, q, student.encode_docs([data.texts[r] for r in rows]), teacher, None)
+        terms = objective(config, 0, q, student.encode_docs([data.texts[r] for r in rows]), teacher,
+                          idf_penalty_weights(student.idf.detach()))
     return float(terms["kl"] + terms["contrastive"])
 
 
@@ -184,8 +185,11 @@ def test_tiny_training_run_lowers_the_loss_and_resumes_exactly(tmp_path, tiny_da
     assert {"loss", "kl", "contrastive", "margin_mse", "doc_flops", "doc_nnz", "lr"} <= set(records[0])
     assert (out / "curves.png").stat().st_size > 0 and summary["wall_s"] > 0
 
-    before = _held_out_loss(config, resolve_model("splade-tiny").source, tiny_dataset)
-    after = _held_out_loss(config, str(model), tiny_dataset)
+    from lsr.encoders.idf import IdfQueryEncoder
+
+    idf = IdfQueryEncoder.load(model, SpladeEncoder(str(model), show_progress=False).tokenizer).idf
+    before = _held_out_loss(config, resolve_model("splade-tiny").source, tiny_dataset, idf)
+    after = _held_out_loss(config, str(model), tiny_dataset, idf)
     assert after < before * 0.9, (before, after)
 
     # the weights changed, and they load back: through the encoder `lsr eval` uses, inference-free

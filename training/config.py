@@ -57,11 +57,32 @@ class LossConfig(_Strict):
     flops_warmup_steps: int = Field(100, ge=0)
 
 
+class LoraConfig(_Strict):
+    r: int = Field(16, ge=1)
+    alpha: float = Field(8, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+class NewDecoderConfig(_Strict):
+    """Start from a fresh decoder sharing a masked-LM model's vocabulary and embeddings (training/decoder_init)."""
+    embeddings_from: str = "splade-tiny"
+    architecture: Literal["mistral", "llama", "qwen2"] = "mistral"
+    layers: int = Field(2, ge=1)
+    heads: int = Field(4, ge=1)
+    kv_heads: int = Field(2, ge=1)
+    intermediate: int = Field(512, ge=1)
+    vocab_bias: float = -4.5
+
+
 class TrainConfig(_Strict):
     out: Path
-    init: str = "splade-tiny"  # registered name, folder or hub id of a masked-LM SPLADE checkpoint
+    init: str = "splade-tiny"  # registered name, folder or hub id: masked-LM SPLADE or causal LM (Echo)
+    new_decoder: NewDecoderConfig | None = None  # instead of `init`: build a small decoder first (out/init)
     query_encoder: Literal["idf", "siamese"] = "idf"  # idf = inference-free
     idf_trainable: bool = False
+    echo: bool = True  # decoder (causal-LM) students: Echo input, pool the second copy (False: the single copy)
+    lora: LoraConfig | None = None  # decoder students: train LoRA adapters only (merged when saved)
     data: DataConfig
     loss: LossConfig = LossConfig()
     seed: int = 0

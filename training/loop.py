@@ -33,15 +33,20 @@ from .teachers import ensemble
 
 
 class Student:
-    """The model being trained: a SPLADE encoder for documents, IDF or the same encoder for queries."""
+    """The model being trained: a sparse encoder for documents (masked-LM SPLADE or Echo decoder SPLADE), the
+    IDF table (inference-free) or the same encoder (siamese) for queries."""
 
     def __init__(self, config: TrainConfig, source: str, idf: np.ndarray | None) -> None:
-        from lsr.encoders import SpladeEncoder
+        from lsr.encoders import load_sparse_encoder, resolve_model
         from lsr.encoders.idf import IdfQueryEncoder
 
         self.config = config
-        self.encoder = SpladeEncoder(source, max_length=config.max_length, head=config.head, device="cpu",
-                                     show_progress=False)
+        spec = resolve_model(source)
+        options: dict[str, Any] = {"max_length": config.max_length, "head": config.head, "device": "cpu",
+                                   "show_progress": False}
+        if spec.kind == "echo":
+            options.update(echo=config.echo, lora=config.lora.model_dump() if config.lora else None)
+        self.encoder = load_sparse_encoder(spec, **options)
         self.encoder.model.train()
         self.tokenizer = self.encoder.tokenizer
         self.idf = None
@@ -54,18 +59,18 @@ class Student:
             self.idf = torch.nn.Parameter(torch.from_numpy(table), requires_grad=config.idf_trainable)
 
     def parameters(self) -> list[torch.nn.Parameter]:
+        """The trainable parameters (LoRA adapters only when LoRA is on), each once (tied weights)."""
         seen: dict[int, torch.nn.Parameter] = {}
         for p in [*self.encoder.model.parameters(), *self.encoder.head_module.parameters()]:
-            seen.setdefault(id(p), p)
+            if p.requires_grad:
+                seen.setdefault(id(p), p)
         params = list(seen.values())
         if self.idf is not None and self.idf.requires_grad:
             params.append(self.idf)
         return params
 
     def encode_docs(self, texts: list[str]) -> torch.Tensor:
-        batch = self.tokenizer(texts, truncation=True, max_length=self.config.max_length, padding=True,
-                               return_tensors="pt")
-        return self.encoder.forward(batch["input_ids"], batch["attention_mask"])
+        return self.encoder.forward(**self.encoder.tokenize(texts))
 
     def encode_queries(self, texts: list[str], token_ids: list[np.ndarray]) -> torch.Tensor:
         if self.idf is None:
@@ -80,8 +85,7 @@ class Student:
         from lsr.encoders.idf import IdfQueryEncoder
 
         folder.mkdir(parents=True, exist_ok=True)
-        self.encoder.model.save_pretrained(folder)
-        self.tokenizer.save_pretrained(folder)
+        self.encoder.save(folder)
         if self.idf is not None:
             IdfQueryEncoder(self.tokenizer, self.idf.detach().clamp_min(0).numpy()).save(folder)
 
@@ -177,7 +181,17 @@ def train(config: TrainConfig, datasets: Sequence[Any], *, restart: bool = False
         sparse_teacher=config.data.sparse_teacher, dense_teacher=config.data.dense_teacher,
         mine_depth=config.data.mine_depth, max_length=config.max_length, teachers=tuple(config.data.teachers)), log)
     checkpoint = _latest_checkpoint(out)
-    source = str(checkpoint) if checkpoint else resolve_model(config.init).source
+    if checkpoint:
+        source = str(checkpoint)
+    elif config.new_decoder:
+        from .decoder_init import build_decoder
+
+        d = config.new_decoder
+        source = str(build_decoder(d.embeddings_from, out / "init", architecture=d.architecture, layers=d.layers,
+                                   heads=d.heads, kv_heads=d.kv_heads, intermediate=d.intermediate,
+                                   vocab_bias=d.vocab_bias, seed=config.seed))
+    else:
+        source = resolve_model(config.init).source
     from transformers import AutoTokenizer
 
     idf = None
