@@ -194,3 +194,33 @@ def test_bad_input():
     assert not enc.inference_free and enc.query_encoder is None
     with pytest.raises(LsrError):
         _make("llama", max_length=8)  # the template alone does not leave room for two copies
+
+
+def test_vocab_bias_is_applied_and_round_trips(tmp_path):
+    enc, reference, tok = _make("mistral", tie=True)
+    plain = _dense(enc.encode_documents(TEXTS))
+    bias = torch.full((len(tok),), -0.05)
+    biased, _, _ = _make("mistral", tie=True, vocab_bias=bias)
+    with_bias = _dense(biased.encode_documents(TEXTS))
+    # log1p(relu(max + b)) with b constant: exactly the logits shifted before the activation
+    expected = np.log1p(np.maximum(np.expm1(plain) - 0.05, 0)) * (plain > 0)
+    np.testing.assert_allclose(with_bias, expected, atol=1e-5)
+    biased.save(tmp_path)
+    again = EchoSpladeEncoder(str(tmp_path), max_length=64, show_progress=False, device="cpu")
+    assert again.has_vocab_bias
+    np.testing.assert_allclose(_dense(again.encode_documents(TEXTS)), with_bias, atol=1e-5)
+
+
+def test_decoder_built_from_splade_tiny_is_an_echo_model(tmp_path):
+    from lsr.training.decoder_init import build_decoder
+
+    folder = build_decoder("splade-tiny", tmp_path / "decoder", layers=1, intermediate=64)
+    spec = resolve_model(str(folder))
+    assert spec.kind == "echo"
+    enc = EchoSpladeEncoder(str(folder), max_length=64, show_progress=False, device="cpu")
+    from transformers import AutoModelForMaskedLM
+
+    donor = AutoModelForMaskedLM.from_pretrained(resolve_model("splade-tiny").source)
+    torch.testing.assert_close(enc.head_module.weight, donor.get_input_embeddings().weight)  # tied, copied
+    nnz = enc.encode_documents(TEXTS).row_nnz()
+    assert 0 < nnz.min() and nnz.max() < 2000  # the -4.5 bias keeps vectors sparse from the start

@@ -81,6 +81,7 @@ class TrainConfig(_Strict):
     new_decoder: NewDecoderConfig | None = None  # instead of `init`: build a small decoder first (out/init)
     query_encoder: Literal["idf", "siamese"] = "idf"  # idf = inference-free
     idf_trainable: bool = False
+    idf_lr: float | None = Field(None, gt=0)  # learning rate of a trainable IDF table (default: lr)
     echo: bool = True  # decoder (causal-LM) students: Echo input, pool the second copy (False: the single copy)
     lora: LoraConfig | None = None  # decoder students: train LoRA adapters only (merged when saved)
     data: DataConfig

@@ -149,6 +149,8 @@ def _mine(ds, queries: dict[str, str], cache: Path, settings: MiningSettings) ->
 
 def _teacher_scores(teacher: str, ds, queries: dict[str, str], part: dict, cache: Path,
                     settings: MiningSettings) -> np.ndarray:
+    if teacher == "labels":
+        return part["pool_positive"].astype(np.float32)
     query_rows = np.repeat(np.arange(len(queries)), np.diff(part["pool_indptr"]))
     doc_rows = part["pool_docs"]
     if teacher == "sparse":

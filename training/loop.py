@@ -209,7 +209,10 @@ def train(config: TrainConfig, datasets: Sequence[Any], *, restart: bool = False
         if config.loss.flops == "idf" else None)
     flops_weights = None if idf_table is None else idf_penalty_weights(idf_table, config.loss.flops_idf_floor)
 
-    optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    groups: list[dict[str, Any]] = [{"params": [p for p in student.parameters() if p is not student.idf]}]
+    if student.idf is not None and student.idf.requires_grad:
+        groups.append({"params": [student.idf], "lr": config.idf_lr or config.lr, "weight_decay": 0.0})
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     from transformers import get_linear_schedule_with_warmup
 
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * config.steps), config.steps)

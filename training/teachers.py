@@ -4,8 +4,9 @@ the reference setup); the student learns the KL divergence to the softmax of tha
 
 Teachers here: `dense` (the bundled MiniLM bi-encoder, cosine), `sparse` (the bundled SPLADE-tiny, dot
 product of its query and document vectors) and, optionally, `bm25` (k1 0.9, b 0.4 over the student's
-WordPiece tokens, so it needs no Lucene index). Scores are computed once per corpus and cached on disk by
-lsr.training.data.
+WordPiece tokens, so it needs no Lucene index) and `labels` (the split's judgments: 1 for a judged-relevant
+document, 0 otherwise), which keeps the in-domain judgments in the target where the model teachers disagree with
+them. Scores are computed once per corpus and cached on disk by lsr.training.data.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import scipy.sparse as sp
 
 from lsr.index import LsrError
 
-TEACHERS = ("dense", "sparse", "bm25")
+TEACHERS = ("dense", "sparse", "bm25", "labels")
 
 
 def min_max(scores: np.ndarray) -> np.ndarray:
