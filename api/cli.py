@@ -23,6 +23,8 @@ Model = Annotated[str, typer.Option("--model", help="registered name (splade-tin
 DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="folder of BEIR datasets [env LSR_DATA_DIR]")]
 Limit = Annotated[Optional[int], typer.Option("--limit", help="only the first N corpus documents")]
 MaxLength = Annotated[int, typer.Option("--max-length", help="tokens per text")]
+ModelMaxLength = Annotated[Optional[int], typer.Option("--max-length", help="tokens per text [the model's own "
+                                                       "setting (lsr_encoder.json), else 256]")]
 BatchSize = Annotated[int, typer.Option("--batch-size", help="texts per encoder batch")]
 Head = Annotated[str, typer.Option("--head", help="SPLADE head backend")]
 Bits = Annotated[int, typer.Option("--bits", help="impact quantisation bits (8 or 16)")]
@@ -35,7 +37,7 @@ AlphaOpt = Annotated[float, typer.Option("--alpha", help="hybrid weight of the s
 PlacementOpt = Annotated[str, typer.Option("--prf-placement", help="hybrid PRF: interpolate before, after or both")]
 
 
-def _options(max_length: int, batch_size: int, head: str):
+def _options(max_length: int | None, batch_size: int, head: str):
     from lsr.eval.pipeline import EncoderOptions
 
     return EncoderOptions(max_length=max_length, batch_size=batch_size, head=head, show_progress=sys.stderr.isatty())
@@ -45,7 +47,7 @@ def _options(max_length: int, batch_size: int, head: str):
 def encode(dataset: Dataset, model: Model, out: Annotated[Path, typer.Option("--out", help="output .npz")],
            split: Split = "test", limit: Limit = None, queries: Annotated[bool, typer.Option(
                "--queries", help="encode the split's judged queries instead of the corpus")] = False,
-           max_length: MaxLength = 256, batch_size: BatchSize = 32, head: Head = "auto",
+           max_length: ModelMaxLength = None, batch_size: BatchSize = 32, head: Head = "auto",
            data_dir: DataDir = None) -> None:
     """Encode corpus documents (file order) or queries into a scipy CSR float32 .npz."""
     from lsr.eval.beir import load_beir
@@ -66,7 +68,7 @@ def encode(dataset: Dataset, model: Model, out: Annotated[Path, typer.Option("--
 def index_build(dataset: Dataset, model: Model, out: Annotated[Path, typer.Option("--out", help="index folder")],
                 dense: DenseModel = None, limit: Limit = None, bits: Bits = 8, overwrite: Annotated[bool, typer.Option(
                     "--overwrite", help="replace an existing index")] = False,
-                max_length: MaxLength = 256, batch_size: BatchSize = 32, head: Head = "auto",
+                max_length: ModelMaxLength = None, batch_size: BatchSize = 32, head: Head = "auto",
                 data_dir: DataDir = None) -> None:
     """Encode a BEIR corpus and write an impact index (atomically) to OUT, with a dense store if --dense."""
     from lsr.eval.beir import load_corpus
@@ -121,7 +123,7 @@ def eval_(dataset: Dataset, model: Model, split: Split = "test", limit: Limit = 
           index: Annotated[Optional[Path], typer.Option("--index", help="reuse or keep the index here")] = None,
           json_out: Annotated[Optional[Path], typer.Option("--json", help="write the report as JSON")] = None,
           run_out: Annotated[Optional[Path], typer.Option("--run", help="write the TREC run file")] = None,
-          bits: Bits = 8, max_length: MaxLength = 256, batch_size: BatchSize = 32, head: Head = "auto",
+          bits: Bits = 8, max_length: ModelMaxLength = None, batch_size: BatchSize = 32, head: Head = "auto",
           data_dir: DataDir = None) -> None:
     """Evaluate a model on a BEIR split: nDCG@10, R@100, RR@10 and efficiency figures."""
     from lsr.eval.beir import load_beir

@@ -26,13 +26,13 @@ The vocabulary projection (`lm_head`) is detached (lsr.encoders.splade.detach_ou
 returns final normed hidden states and lsr.kernels.splade_head does projection, log1p(relu) and the masked
 max without (B, T, V) logits. Optional LoRA (peft) trains adapters on the attention projections only;
 `merge_lora()` folds them into the base weights. `save(folder)` writes the merged weights with the lm_head put
-back, the tokenizer, and `lsr_echo.json` ({"echo", "template", "tokenizer_class"}) that loading restores.
+back, the tokenizer, and `lsr_encoder.json` ({"max_length", "echo", "template", "tokenizer_class"}) that
+loading restores.
 Training code must build batches with `tokenize(texts)` and call `forward(**batch)`: a plain tokenizer
 batch has no echo and no pooling mask.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -44,9 +44,9 @@ from tqdm.auto import tqdm
 from lsr.index import LsrError, SparseBatch
 from lsr.kernels import splade_head
 
+from .registry import DEFAULT_MAX_LENGTH, read_encoder_settings, write_encoder_settings
 from .splade import detach_output_head
 
-CONFIG_FILE = "lsr_echo.json"
 # A learned vocabulary bias for the head (SPLADE's MLM decoder has one; decoder lm_heads do not): kept beside
 # the Hugging Face weights so the checkpoint stays a plain causal LM. Absent for hub models: no bias.
 VOCAB_BIAS_FILE = "splade_vocab_bias.safetensors"
@@ -64,18 +64,17 @@ class EchoSpladeEncoder:
 
     query_encoder = None  # always the network on both sides
 
-    def __init__(self, source: str, *, max_length: int = 256, batch_size: int = 32, head: str = "auto",
+    def __init__(self, source: str, *, max_length: int | None = None, batch_size: int = 32, head: str = "auto",
                  device: str | None = None, show_progress: bool = True, echo: bool | None = None,
                  template: dict[str, str] | None = None, lora: dict[str, Any] | None = None) -> None:
-        """Load a checkpoint (hub id or folder). echo/template None: the folder's lsr_echo.json, else echo on
+        """Load a checkpoint (hub id or folder). echo/template None: the folder's lsr_encoder.json, else echo on
         with DEFAULT_TEMPLATE."""
         import transformers
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        saved = {}
-        config_path = Path(source) / CONFIG_FILE
-        if config_path.is_file():
-            saved = json.loads(config_path.read_text())
+        saved = read_encoder_settings(source)
+        if max_length is None:
+            max_length = int(saved.get("max_length", DEFAULT_MAX_LENGTH))
         # the class recorded by save(): AutoTokenizer picks by model type for some models (Qwen2)
         tokenizer_cls = getattr(transformers, saved.get("tokenizer_class", ""), None) or AutoTokenizer
         try:
@@ -266,7 +265,7 @@ class EchoSpladeEncoder:
         return {k: v.detach().contiguous() for k, v in state.items()}
 
     def save(self, folder: str | Path) -> None:
-        """save_pretrained of the (merged) model with its lm_head, the tokenizer and lsr_echo.json."""
+        """save_pretrained of the (merged) model with its lm_head, the tokenizer and lsr_encoder.json."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         base = self.model if self.lora is None else self.model.get_base_model()
@@ -276,5 +275,5 @@ class EchoSpladeEncoder:
             from safetensors.torch import save_file
 
             save_file({"bias": self.head_module.bias.detach().cpu().contiguous()}, folder / VOCAB_BIAS_FILE)
-        saved = {"echo": self.echo, "template": self.template, "tokenizer_class": type(self.tokenizer).__name__}
-        (folder / CONFIG_FILE).write_text(json.dumps(saved, indent=2) + "\n")
+        write_encoder_settings(folder, {"max_length": self.max_length, "echo": self.echo, "template": self.template,
+                                        "tokenizer_class": type(self.tokenizer).__name__})

@@ -17,6 +17,28 @@ KINDS = ("splade", "echo", "dense", "bm25")  # splade: masked-LM SPLADE; echo: d
 SPARSE_KINDS = ("splade", "echo")
 
 
+DEFAULT_MAX_LENGTH = 256  # tokens per text when neither the caller nor the model's settings say
+ENCODER_SETTINGS_FILE = "lsr_encoder.json"  # what a saved sparse encoder records beside its weights
+
+
+def read_encoder_settings(source: str | Path) -> dict:
+    """The settings a checkpoint folder records for its encoder (max_length, echo, ...); {} for none."""
+    path = Path(source) / ENCODER_SETTINGS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise LsrError(f"{path}: not readable encoder settings ({e})") from e
+    if not isinstance(settings, dict):
+        raise LsrError(f"{path}: expected a JSON object")
+    return settings
+
+
+def write_encoder_settings(folder: str | Path, settings: dict) -> None:
+    (Path(folder) / ENCODER_SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str  # what the user asked for

@@ -13,6 +13,7 @@ from lsr.index import LsrError, SparseBatch
 from lsr.kernels import splade_head
 
 from .idf import IdfQueryEncoder, has_idf
+from .registry import DEFAULT_MAX_LENGTH, read_encoder_settings, write_encoder_settings
 
 
 def detach_output_head(model: torch.nn.Module) -> torch.nn.Linear:
@@ -42,10 +43,13 @@ class SpladeEncoder:
     inference-free model: documents go through the network, queries only through the IDF table.
     """
 
-    def __init__(self, source: str, *, max_length: int = 256, batch_size: int = 32, head: str = "auto",
+    def __init__(self, source: str, *, max_length: int | None = None, batch_size: int = 32, head: str = "auto",
                  device: str | None = None, show_progress: bool = True) -> None:
+        """max_length None: the folder's recorded setting (lsr_encoder.json), else 256."""
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
+        if max_length is None:
+            max_length = int(read_encoder_settings(source).get("max_length", DEFAULT_MAX_LENGTH))
         if max_length < 2:
             raise LsrError(f"max_length must be at least 2, got {max_length}")
         if batch_size < 1:
@@ -85,10 +89,11 @@ class SpladeEncoder:
         return {"input_ids": batch["input_ids"].to(self.device), "attention_mask": batch["attention_mask"].to(self.device)}
 
     def save(self, folder: str | Path) -> None:
-        """save_pretrained of the model (the tied projection and its bias included) and the tokenizer; the IDF
-        table of an inference-free model is the query side's to save."""
+        """save_pretrained of the model (the tied projection and its bias included), the tokenizer and the
+        encoder settings; the IDF table of an inference-free model is the query side's to save."""
         self.model.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
+        write_encoder_settings(folder, {"max_length": self.max_length})
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(batch, vocab) SPLADE weights for one padded batch (differentiable)."""

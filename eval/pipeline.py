@@ -16,11 +16,12 @@ from .beir import BeirDataset
 from .metrics import evaluate_run
 
 RETRIEVAL_DEPTH = 1000
+DEFAULT_MAX_LENGTH = 256  # the dense store's tokens per text when --max-length is not given
 
 
 @dataclass
 class EncoderOptions:
-    max_length: int = 256
+    max_length: int | None = None  # None: the model's recorded setting, else 256
     batch_size: int = 32
     head: str = "auto"
     show_progress: bool = True
@@ -106,7 +107,7 @@ def build_index(dataset: BeirDataset, model: str, out: str | Path, options: Enco
     encoder = load_sparse_encoder(model, options)
     figures = build_sparse_index(dataset, model, encoder, out, bits=bits, overwrite=overwrite)
     if dense:
-        dense_figures = build_dense_index(out, dataset, dense, max_length=options.max_length,
+        dense_figures = build_dense_index(out, dataset, dense, max_length=options.max_length or DEFAULT_MAX_LENGTH,
                                           batch_size=options.batch_size)
         figures["dense_docs_per_s"] = dense_figures["docs_per_s"]
     else:
@@ -155,7 +156,7 @@ def evaluate_service(dataset: BeirDataset, model: str, options: EncoderOptions, 
         if mode != "sparse" or dense:
             dense = dense or "minilm"
             if not has_dense_store(path):
-                figures = build_dense_index(path, dataset, dense, max_length=options.max_length,
+                figures = build_dense_index(path, dataset, dense, max_length=options.max_length or DEFAULT_MAX_LENGTH,
                                             batch_size=options.batch_size)
                 efficiency["dense_docs_per_s"] = figures["docs_per_s"]
             else:

@@ -64,6 +64,7 @@ def test_index_search_eval_round_trip(cli, data_dir, tmp_path):
     (["eval", "--dataset", "scifact", "--model", "minilm"], "dense model"),
     (["eval", "--dataset", "scifact", "--model", "bm25", "--mode", "hybrid"], "bm25 runs alone"),
     (["eval", "--dataset", "scifact", "--model", "splade-tiny", "--mode", "fancy"], "--mode must be"),
+    (["train", "--config", "no-such-config.toml"], "cannot read the training config"),
 ])
 def test_bad_input_is_one_line(cli, data_dir, args, message):
     code, out, err = cli(*args, "--data-dir", data_dir)
@@ -111,3 +112,11 @@ def test_hybrid_index_search_and_eval(cli, data_dir, tmp_path):
     code, _, err = cli("eval", "--dataset", "scifact", "--model", "splade-tiny", "--dense", "splade-tiny",
                        "--mode", "dense", "--limit", "60", "--max-length", "128", "--index", idx, "--data-dir", data_dir)
     assert code == 2 and "dense store of model 'minilm'" in err
+
+
+def test_train_config_with_unknown_dataset_is_one_line(cli, data_dir, tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text(f'out = "{tmp_path / "run"}"\nsteps = 1\n[data]\ndatasets = [{{name = "no-such-set"}}]\n')
+    code, _, err = cli("train", "--config", config, "--data-dir", data_dir)
+    assert code == 2 and err.startswith("error: ") and "not found" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()  # nothing written before the data is there

@@ -22,6 +22,7 @@ class _Strict(BaseModel):
 class DatasetRef(_Strict):
     name: str  # a BEIR name under the data dir, or a folder
     split: str = "train"
+    repeat: int = Field(1, ge=1)  # its queries appear this many times per epoch (up-weights a small set)
 
 
 class DataConfig(_Strict):
@@ -94,7 +95,8 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.05, ge=0, le=1)
     max_grad_norm: float = Field(1.0, gt=0)
-    max_length: int = Field(256, ge=8)
+    max_length: int = Field(256, ge=8)  # tokens per text in training
+    encode_max_length: int | None = Field(None, ge=8)  # recorded with the model for encoding (default: max_length)
     head: str = "auto"  # fused SPLADE head backend (lsr.kernels)
     checkpoint_every: int = Field(100, ge=1)
     keep_checkpoints: int = Field(2, ge=1)

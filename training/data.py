@@ -29,6 +29,7 @@ class TrainingSet:
     texts: list[str]
     queries: list[str]
     query_dataset: list[str]
+    query_source: np.ndarray  # int: the position of each query's dataset in the list given to build_training_set
     pool_indptr: np.ndarray  # int64 (queries + 1)
     pool_docs: np.ndarray  # int64: rows of `texts`, each query's candidates in mined order, then unmined positives
     pool_positive: np.ndarray  # bool: judged relevant (> 0)
@@ -67,6 +68,7 @@ def build_training_set(datasets: Sequence[Any], cache_dir: str | Path, settings:
         texts=texts,
         queries=[q for p in parts for q in p["queries"]],
         query_dataset=[p["name"] for p in parts for _ in p["queries"]],
+        query_source=np.concatenate([np.full(len(p["queries"]), i, dtype=np.int64) for i, p in enumerate(parts)]),
         pool_indptr=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
         pool_docs=np.concatenate([p["pool_docs"] for p in parts]),
         pool_positive=np.concatenate([p["pool_positive"] for p in parts]),

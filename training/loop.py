@@ -85,26 +85,32 @@ class Student:
         from lsr.encoders.idf import IdfQueryEncoder
 
         folder.mkdir(parents=True, exist_ok=True)
-        self.encoder.save(folder)
+        trained_length = self.encoder.max_length
+        self.encoder.max_length = self.config.encode_max_length or trained_length  # what lsr_encoder.json records
+        try:
+            self.encoder.save(folder)
+        finally:
+            self.encoder.max_length = trained_length
         if self.idf is not None:
             IdfQueryEncoder(self.tokenizer, self.idf.detach().clamp_min(0).numpy()).save(folder)
 
 
 class QuerySampler:
-    """Queries in a seeded random order, epoch after epoch; its state is JSON and goes in checkpoints."""
+    """The queries of `epoch` (indices, repeats allowed) in a seeded random order, epoch after epoch; its state
+    is JSON and goes in checkpoints."""
 
-    def __init__(self, num_queries: int, seed: int) -> None:
-        self.num_queries = num_queries
+    def __init__(self, epoch: np.ndarray, seed: int) -> None:
+        self.epoch_items = np.asarray(epoch, dtype=np.int64)
         self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(num_queries)
+        self.order = self.rng.permutation(self.epoch_items)
         self.position = 0
         self.epoch = 0
 
     def take(self, n: int) -> np.ndarray:
         out = []
         while len(out) < n:
-            if self.position == self.num_queries:
-                self.order, self.position, self.epoch = self.rng.permutation(self.num_queries), 0, self.epoch + 1
+            if self.position == len(self.order):
+                self.order, self.position, self.epoch = self.rng.permutation(self.epoch_items), 0, self.epoch + 1
             out.append(self.order[self.position])
             self.position += 1
         return np.asarray(out)
@@ -216,7 +222,8 @@ def train(config: TrainConfig, datasets: Sequence[Any], *, restart: bool = False
     from transformers import get_linear_schedule_with_warmup
 
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * config.steps), config.steps)
-    sampler = QuerySampler(len(data), config.seed)
+    repeats = np.asarray([d.repeat for d in config.data.datasets])[data.query_source]
+    sampler = QuerySampler(np.repeat(np.arange(len(data)), repeats), config.seed)
     group_rng = np.random.default_rng(config.seed + 1)
     step, elapsed_before = 0, 0.0
     if checkpoint:
