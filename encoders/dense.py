@@ -12,6 +12,8 @@ import numpy as np
 
 from lsr.index import LsrError
 
+from .registry import checked_texts
+
 
 class DenseEncoder:
     """`encode_queries` / `encode_documents` -> float32 (n, dim) arrays with unit rows."""
@@ -41,9 +43,7 @@ class DenseEncoder:
         return self.encode(texts)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        texts = list(texts)
-        if not all(isinstance(t, str) for t in texts):
-            raise LsrError("encode: every text must be a string")
+        texts = checked_texts(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         vectors = self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,

@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 from lsr.index import LsrError, SparseBatch
 from lsr.kernels import splade_head
 
-from .registry import DEFAULT_MAX_LENGTH, read_encoder_settings, write_encoder_settings
+from .registry import DEFAULT_MAX_LENGTH, checked_texts, read_encoder_settings, write_encoder_settings
 from .splade import detach_output_head
 
 # A learned vocabulary bias for the head (SPLADE's MLM decoder has one; decoder lm_heads do not): kept beside
@@ -167,9 +167,7 @@ class EchoSpladeEncoder:
         return ids, [0] * len(head) + [1] * len(copy)
 
     def _sequences(self, texts: Sequence[str]) -> list[tuple[list[int], list[int]]]:
-        texts = list(texts)
-        if not all(isinstance(t, str) for t in texts):
-            raise LsrError("encode: every text must be a string")
+        texts = checked_texts(texts)
         if not texts:
             return []
         copies = self.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=self._copy_length,
@@ -220,8 +218,7 @@ class EchoSpladeEncoder:
     def encode(self, texts: Sequence[str], desc: str = "texts") -> SparseBatch:
         sequences = self._sequences(texts)
         if not sequences:
-            return SparseBatch(np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32),
-                               self.vocab_size)
+            return SparseBatch.empty(self.vocab_size)
         order = np.argsort([-len(ids) for ids, _ in sequences], kind="stable")
         rows: list[sp.csr_matrix] = [None] * len(sequences)  # type: ignore[list-item]
         with tqdm(total=len(sequences), desc=f"encoding {desc}", unit="text",

@@ -18,6 +18,8 @@ import numpy as np
 
 from lsr.index import LsrError, SparseBatch
 
+from .registry import checked_texts
+
 IDF_FILE = "idf.json"
 
 
@@ -77,12 +79,9 @@ class IdfQueryEncoder:
         return cls(tokenizer, bm25_idf(df, num_docs), **kwargs)
 
     def encode_queries(self, texts: Sequence[str]) -> SparseBatch:
-        texts = list(texts)
-        if not all(isinstance(t, str) for t in texts):
-            raise LsrError("encode: every text must be a string")
+        texts = checked_texts(texts)
         if not texts:
-            return SparseBatch(np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32),
-                               self.vocab_size)
+            return SparseBatch.empty(self.vocab_size)
         ids = self.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=self.max_length)["input_ids"]
         indptr, terms, weights = [0], [], []
         for row in ids:

@@ -21,6 +21,14 @@ DEFAULT_MAX_LENGTH = 256  # tokens per text when neither the caller nor the mode
 ENCODER_SETTINGS_FILE = "lsr_encoder.json"  # what a saved sparse encoder records beside its weights
 
 
+def checked_texts(texts) -> list[str]:
+    """The texts an encoder was given, as a list; every one must be a string."""
+    texts = list(texts)
+    if not all(isinstance(t, str) for t in texts):
+        raise LsrError("encode: every text must be a string")
+    return texts
+
+
 def read_encoder_settings(source: str | Path) -> dict:
     """The settings a checkpoint folder records for its encoder (max_length, echo, ...); {} for none."""
     path = Path(source) / ENCODER_SETTINGS_FILE

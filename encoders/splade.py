@@ -13,7 +13,7 @@ from lsr.index import LsrError, SparseBatch
 from lsr.kernels import splade_head
 
 from .idf import IdfQueryEncoder, has_idf
-from .registry import DEFAULT_MAX_LENGTH, read_encoder_settings, write_encoder_settings
+from .registry import DEFAULT_MAX_LENGTH, checked_texts, read_encoder_settings, write_encoder_settings
 
 
 def detach_output_head(model: torch.nn.Module) -> torch.nn.Linear:
@@ -103,12 +103,9 @@ class SpladeEncoder:
 
     @torch.inference_mode()
     def encode(self, texts: Sequence[str], desc: str = "texts") -> SparseBatch:
-        texts = list(texts)
-        if not all(isinstance(t, str) for t in texts):
-            raise LsrError("encode: every text must be a string")
+        texts = checked_texts(texts)
         if not texts:
-            return SparseBatch(np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32),
-                               self.vocab_size)
+            return SparseBatch.empty(self.vocab_size)
         ids = self.tokenizer(texts, truncation=True, max_length=self.max_length, add_special_tokens=True)["input_ids"]
         order = np.argsort([-len(x) for x in ids], kind="stable")
         rows: list[sp.csr_matrix] = [None] * len(texts)  # type: ignore[list-item]

@@ -39,6 +39,11 @@ class SparseBatch:
                    int(csr.shape[1]))
 
     @classmethod
+    def empty(cls, vocab_size: int) -> SparseBatch:
+        """No rows."""
+        return cls(np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32), vocab_size)
+
+    @classmethod
     def from_dense(cls, dense: np.ndarray) -> SparseBatch:
         return cls.from_scipy(sp.csr_matrix(np.asarray(dense, dtype=np.float32)))
 
