@@ -59,3 +59,18 @@ def test_encoder_truncates_and_rejects_bad_input(splade_tiny):
     assert len(splade_tiny.encode_queries([])) == 0
     with pytest.raises(LsrError, match="must be a string"):
         splade_tiny.encode_queries([123])  # type: ignore[list-item]
+
+
+def test_shipped_inference_free_model_loads_offline():
+    from lsr.encoders import load_sparse_encoder
+
+    spec = resolve_model("lsr-ifree-tiny")
+    assert spec.kind == "splade" and "lsr-ifree-tiny" in registered_names()
+    encoder = load_sparse_encoder(spec, show_progress=False)
+    assert encoder.inference_free and encoder.max_length == 512
+    terms, weights = encoder.encode_queries(["the tumor suppressor p53"]).row(0)
+    tokens = set(encoder.tokenizer.convert_ids_to_tokens(terms.tolist()))
+    assert {"tumor", "suppress"} <= tokens and tokens <= {"the", "tumor", "suppress", "##or", "p", "##53"}
+    assert np.all(weights > 0)
+    doc_terms, _ = encoder.encode_documents(["The tumor suppressor p53 is mutated in most cancers."]).row(0)
+    assert len(doc_terms) > len(terms)  # documents are expanded by the network; queries are not
