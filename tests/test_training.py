@@ -236,3 +236,28 @@ def test_config_errors_are_one_line(tmp_path):
         load_config(bad)
     with pytest.raises(LsrError, match="cannot read"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_echo_decoder_student_trains_with_lora_and_loads_back(tmp_path, tiny_dataset):
+    """A fresh Mistral decoder on SPLADE-tiny's embeddings, siamese, LoRA adapters only: the base weights stay,
+    the saved (merged) model is an Echo model `lsr eval` can load."""
+    from lsr.encoders import load_sparse_encoder, resolve_model
+    from lsr.training.loop import train
+
+    config = _config(tmp_path, query_encoder="siamese", steps=3, checkpoint_every=2, max_length=64,
+                     new_decoder={"layers": 1, "intermediate": 64},
+                     lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+                     loss={"kl": 1.0, "flops": "plain", "doc_flops_weight": 1e-3, "query_flops_weight": 1e-3})
+    train(config, [tiny_dataset], log=lambda m: None)
+    out = Path(config.out)
+    init = load_file(out / "init" / "model.safetensors")
+    trained = load_file(out / "model" / "model.safetensors")
+    emb = next(k for k in init if "embed_tokens" in k)
+    torch.testing.assert_close(trained[emb], init[emb])  # LoRA on: embeddings (and tied head) untouched
+    q = next(k for k in init if "q_proj.weight" in k)
+    assert not torch.equal(trained[q], init[q])  # adapters merged into the attention weights
+    spec = resolve_model(str(out / "model"))
+    assert spec.kind == "echo"
+    encoder = load_sparse_encoder(spec, show_progress=False, device="cpu")
+    assert encoder.echo and encoder.max_length == 64 and encoder.has_vocab_bias
+    assert encoder.encode_queries(["tumor suppressor"]).nnz > 0
