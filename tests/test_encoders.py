@@ -74,3 +74,15 @@ def test_shipped_inference_free_model_loads_offline():
     assert np.all(weights > 0)
     doc_terms, _ = encoder.encode_documents(["The tumor suppressor p53 is mutated in most cancers."]).row(0)
     assert len(doc_terms) > len(terms)  # documents are expanded by the network; queries are not
+
+
+def test_shipped_echo_model_loads_offline():
+    from lsr.encoders import load_sparse_encoder
+
+    spec = resolve_model("lsr-echo-tiny")
+    assert spec.kind == "echo"
+    encoder = load_sparse_encoder(spec, show_progress=False, device="cpu")
+    assert encoder.echo and encoder.has_vocab_bias and encoder.max_length == 256
+    terms, weights = encoder.encode_queries(["tumor suppressor protein"]).row(0)
+    assert 0 < len(terms) < 200 and np.all(weights > 0)
+    assert "tumor" in encoder.tokenizer.convert_ids_to_tokens(terms[np.argsort(-weights)[:10]].tolist())
