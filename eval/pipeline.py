@@ -10,13 +10,13 @@ from typing import Any
 
 import numpy as np
 
+from lsr.encoders.registry import DEFAULT_MAX_LENGTH
 from lsr.index import IndexReader, IndexWriter, LsrError, Run, Searcher, SparseBatch
 
 from .beir import BeirDataset
 from .metrics import evaluate_run
 
 RETRIEVAL_DEPTH = 1000
-DEFAULT_MAX_LENGTH = 256  # the dense store's tokens per text when --max-length is not given
 
 
 @dataclass
