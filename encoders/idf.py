@@ -18,7 +18,7 @@ import numpy as np
 
 from lsr.index import LsrError, SparseBatch
 
-from .registry import checked_texts
+from .registry import checked_texts, read_json_object
 
 IDF_FILE = "idf.json"
 
@@ -105,12 +105,7 @@ class IdfQueryEncoder:
     @classmethod
     def load(cls, folder: str | Path, tokenizer, **kwargs) -> IdfQueryEncoder:
         path = Path(folder) / IDF_FILE
-        try:
-            table = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise LsrError(f"{path}: not a readable IDF table ({e})") from e
-        if not isinstance(table, dict):
-            raise LsrError(f"{path}: expected an object of token -> idf")
+        table = read_json_object(path, "IDF table")
         vocab = tokenizer.get_vocab()
         idf = np.zeros(len(tokenizer), dtype=np.float32)
         for token, value in table.items():

@@ -30,18 +30,21 @@ def checked_texts(texts) -> list[str]:
     return texts
 
 
+def read_json_object(path: Path, what: str) -> dict:
+    """A JSON object from a model folder's file; a clear error naming the file and `what` it should hold."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise LsrError(f"{path}: not a readable {what} ({e})") from e
+    if not isinstance(value, dict):
+        raise LsrError(f"{path}: expected a JSON object ({what})")
+    return value
+
+
 def read_encoder_settings(source: str | Path) -> dict:
     """The settings a checkpoint folder records for its encoder (max_length, echo, ...); {} for none."""
     path = Path(source) / ENCODER_SETTINGS_FILE
-    if not path.is_file():
-        return {}
-    try:
-        settings = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise LsrError(f"{path}: not readable encoder settings ({e})") from e
-    if not isinstance(settings, dict):
-        raise LsrError(f"{path}: expected a JSON object")
-    return settings
+    return read_json_object(path, "encoder settings file") if path.is_file() else {}
 
 
 def write_encoder_settings(folder: str | Path, settings: dict) -> None:
