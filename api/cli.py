@@ -258,15 +258,21 @@ def bench_query(json_out: JsonOut = None,
                 plot: Annotated[Optional[Path], typer.Option("--plot", help="latency-recall plot (PNG)")] = None,
                 max_queries: Annotated[Optional[int], typer.Option("--max-queries")] = None,
                 cache: Annotated[Path, typer.Option("--cache", help="encoded vectors")] = Path("runs/bench-cache"),
+                workdir: Annotated[Path, typer.Option("--workdir", help="indexes, kept and reused by later runs")]
+                = Path("runs/bench-indexes"),
+                rebuild: Annotated[bool, typer.Option("--rebuild", help="build every index anew")] = False,
+                build_only: Annotated[bool, typer.Option("--build-only", help="build (or check) the indexes, "
+                                                         "search nothing")] = False,
                 data_dir: DataDir = None) -> None:
-    """Query processing: ours against PISA, BMP, Seismic, Lucene impact and scipy on the same vectors."""
+    """Query processing: ours against PISA, BMP, Seismic, Lucene impact and scipy on the same vectors. Indexes
+    left in --workdir by an earlier run on the same vectors are reused, with the build time measured then."""
     import os
 
     from lsr.eval.bench_query import bench_query as run, write_results
 
     rows = run(corpus or ["scifact", "nfcorpus"], engine or ["lsr", "scipy", "pisa", "bmp", "seismic", "lucene"],
-               threads or sorted({1, os.cpu_count() or 1}), data_dir=data_dir, cache=cache, max_queries=max_queries,
-               log=typer.echo)
+               threads or sorted({1, os.cpu_count() or 1}), data_dir=data_dir, cache=cache, workdir=workdir,
+               max_queries=max_queries, rebuild=rebuild, build_only=build_only, log=typer.echo)
     if json_out:
         write_results(rows, json_out, plot)
 

@@ -8,6 +8,7 @@ p99 latency (one call per query), QPS (one batch call), recall@10 against our ex
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import shutil
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from lsr.index import IndexReader, IndexWriter, LsrError, Quantization, Searcher, SparseBatch
+from lsr.index.storage import FORMAT_VERSION
 
 from .engines import make_engine
 
@@ -96,16 +98,17 @@ class LsrEngine:
         self.mode = "exact" if max_query_terms is None and alpha == 1.0 else "approximate"
         self._searcher: Searcher | None = None
 
-    _built: dict[Path, int] = {}  # index folders built in this process -> their number of postings
-
     def build(self, docs: SparseBatch, workdir: Path, threads: int = 1) -> None:
-        """Build the index, or reuse the one an earlier configuration of this run built from the same docs."""
-        if self._built.get(Path(workdir)) != docs.nnz:
-            shutil.rmtree(workdir, ignore_errors=True)
-            with IndexWriter(workdir, vocab_size=docs.vocab_size, bits=8) as writer:
-                writer.add(docs, [str(i) for i in range(len(docs))])
-            self._built[Path(workdir)] = docs.nnz
-        self._path = workdir
+        shutil.rmtree(workdir, ignore_errors=True)
+        with IndexWriter(workdir, vocab_size=docs.vocab_size, bits=8) as writer:
+            writer.add(docs, [str(i) for i in range(len(docs))])
+        self.open(workdir)
+
+    def build_options(self) -> dict:
+        return {"bits": 8, "format_version": FORMAT_VERSION}
+
+    def open(self, workdir: Path) -> None:
+        self._path = Path(workdir)
         self._searcher = Searcher(IndexReader(workdir, verify_checksums=False), **self.options)
 
     def search(self, queries: SparseBatch, k: int, threads: int = 1) -> list[np.ndarray]:
@@ -144,6 +147,7 @@ class Row:
     build_s: float
     bytes_per_posting: float
     options: dict[str, Any] = field(default_factory=dict)
+    index_reused: bool = False  # True: build_s was measured when an earlier run (or configuration) built it
 
     def to_json(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -156,10 +160,46 @@ def _recall(got: list[np.ndarray], ref: list[np.ndarray], k: int) -> float:
                           for g, r in zip(got, ref) if len(r)]))
 
 
+def fingerprint(docs: SparseBatch) -> str:
+    h = hashlib.sha1()
+    for a in (docs.indptr, docs.term_ids, docs.weights):
+        h.update(np.ascontiguousarray(a).data)
+    return f"{len(docs)}:{docs.nnz}:{h.hexdigest()}"
+
+
+BUILD_RECORD = "lsr-bench-build.json"
+
+
+def open_or_build(engine, docs: SparseBatch, docs_key: str, workdir: Path, corpus: str, threads: int,
+                  rebuild: bool = False, fresh: set[Path] | None = None) -> tuple[Path, float, bool]:
+    """Open the index an earlier build of the same engine, build options and documents left in workdir (its
+    build time is on record there), else build it and record that. `rebuild` builds anew unless the folder is
+    in `fresh` (built earlier in this run), which gains the folder. Returns (folder, build seconds, reused)."""
+    options = engine.build_options()
+    key = hashlib.sha1(json.dumps([engine.name, options], sort_keys=True).encode()).hexdigest()[:8]
+    path = workdir / f"{corpus}-{engine.name}-{key}"
+    record_path = path / BUILD_RECORD
+    fresh = set() if fresh is None else fresh
+    if (not rebuild or path in fresh) and record_path.is_file():
+        record = json.loads(record_path.read_text())
+        if record.get("docs") == docs_key and record.get("options") == options:
+            engine.open(path)
+            return path, float(record["build_s"]), True
+    start = time.perf_counter()
+    engine.build(docs, path, threads=threads)
+    build_s = time.perf_counter() - start
+    record_path.write_text(json.dumps({"docs": docs_key, "options": options, "build_s": build_s,
+                                       "threads": threads, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+    fresh.add(path)
+    return path, build_s, False
+
+
 def bench_query(corpora: list[str], engines: list[str], threads: list[int], *, k: int = 10,
                 data_dir: str | Path | None = None, cache: str | Path = "runs/bench-cache",
-                workdir: str | Path = "runs/bench-indexes", max_queries: int | None = None, log=print
-                ) -> list[Row]:
+                workdir: str | Path = "runs/bench-indexes", max_queries: int | None = None,
+                rebuild: bool = False, build_only: bool = False, log=print) -> list[Row]:
+    """One row per engine configuration and thread count. Indexes are kept in workdir and reused by later runs
+    on the same documents (with the build time measured when they were built) unless `rebuild`."""
     cache, workdir = Path(cache), Path(workdir)
     queries = query_vectors(data_dir, cache)
     if max_queries:
@@ -169,19 +209,23 @@ def bench_query(corpora: list[str], engines: list[str], threads: list[int], *, k
         docs = quantised(corpus_vectors(corpus, data_dir, cache))
         log(f"{corpus}: {len(docs):,} documents, {docs.nnz:,} postings; {len(queries)} queries")
         reference: list[np.ndarray] | None = None
-        builds: dict[tuple[str, str], float] = {}
+        docs_key = fingerprint(docs)
+        fresh: set[Path] = set()  # built in this run: later configurations reuse them
         for name, options in engine_configs(engines):
             engine = LsrEngine(**options) if name == "lsr" else make_engine(name, **options)
-            start = time.perf_counter()
             try:
-                engine.build(docs, workdir / f"{corpus}-{name}", threads=max(threads))
+                path, build_s, reused = open_or_build(engine, docs, docs_key, workdir, corpus, max(threads),
+                                                      rebuild, fresh)
             except (ImportError, LsrError) as e:
                 log(f"  {name}: not run ({e})")
                 continue
-            build_s = time.perf_counter() - start
-            if name == "lsr":  # later configurations reuse the first one's index: report its build time
-                build_s = builds.setdefault((corpus, name), build_s)
             bytes_per_posting = engine.size_bytes() / max(docs.nnz, 1)
+            log(f"  {name}: index {'reused' if reused else 'built'} at {path} (build {build_s:.1f} s, "
+                f"{bytes_per_posting:.2f} B/posting)")
+            if build_only:
+                if hasattr(engine, "close"):
+                    engine.close()
+                continue
             for n_threads in threads:
                 engine.search(queries.select([0]), k=k, threads=n_threads)  # warm-up (JIT, JVM, caches)
                 latency, results = [], []
@@ -196,7 +240,7 @@ def bench_query(corpora: list[str], engines: list[str], threads: list[int], *, k
                     reference = results
                 row = Row(name, engine.mode, corpus, n_threads, float(np.mean(latency)),
                           float(np.percentile(latency, 99)), qps, _recall(results, reference, k), build_s,
-                          bytes_per_posting, {k_: v for k_, v in options.items()})
+                          bytes_per_posting, {k_: v for k_, v in options.items()}, reused)
                 rows.append(row)
                 log(f"  {name:8} {engine.mode:11} threads={n_threads} mean {row.mean_ms:8.2f} ms  p99 "
                     f"{row.p99_ms:8.2f} ms  {row.qps:8.1f} QPS  recall@10 {row.recall_at_10:.3f}  build "

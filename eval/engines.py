@@ -1,7 +1,8 @@
 """Adapters for external learned-sparse engines, for a side-by-side benchmark on the same quantised vectors.
 
 Every adapter has the `Engine` interface: `build(docs, workdir, threads)` indexes a `SparseBatch` whose weights
-are integer impacts (0..255) stored as float32; `search(queries, k, threads)` returns, per query, the row
+are integer impacts (0..255) stored as float32 into workdir and opens it; `open(workdir)` opens what an earlier
+`build` with the same `build_options()` wrote there (the benchmark reuses indexes this way); `search(queries, k, threads)` returns, per query, the row
 numbers of `docs` (doc_idx) ranked best first; `size_bytes()` is the on-disk index size. Terms are the string
 form of the term ids ("t123", or "123" for Seismic, which addresses components by id).
 
@@ -47,6 +48,10 @@ class Engine(Protocol):
     mode: str  # "exact" or "approximate"
 
     def build(self, docs: SparseBatch, workdir: Path, threads: int) -> None: ...
+
+    def build_options(self) -> dict: ...  # what shapes the index (search-only knobs left out)
+
+    def open(self, workdir: Path) -> None: ...  # open an index that `build` wrote into workdir
 
     def search(self, queries: SparseBatch, k: int, threads: int) -> list[np.ndarray]: ...
 
@@ -111,9 +116,15 @@ class ScipyEngine:
         self._path: Path | None = None
 
     def build(self, docs: SparseBatch, workdir: Path, threads: int = 1) -> None:
-        self._docs = docs.to_scipy().astype(np.float64)
-        self._path = _fresh_dir(Path(workdir)) / "docs.npz"
-        sp.save_npz(self._path, docs.to_scipy(), compressed=False)
+        sp.save_npz(_fresh_dir(Path(workdir)) / "docs.npz", docs.to_scipy(), compressed=False)
+        self.open(workdir)
+
+    def build_options(self) -> dict:
+        return {}
+
+    def open(self, workdir: Path) -> None:
+        self._path = Path(workdir) / "docs.npz"
+        self._docs = sp.load_npz(self._path).tocsr().astype(np.float64)
 
     def search(self, queries: SparseBatch, k: int, threads: int = 1) -> list[np.ndarray]:
         if self._docs is None:
@@ -167,10 +178,18 @@ class PisaEngine:
         index = PisaIndex(str(self._path), stemmer="none", stops="none", index_encoding=self.index_encoding,
                           threads=max(1, threads))
         index.toks_indexer(scale=1.0).index(gen())
-        self._index = PisaIndex(str(self._path), stemmer="none", stops="none",
-                                index_encoding=self.index_encoding, threads=max(1, threads))
+        self.open(workdir)
+
+    def build_options(self) -> dict:
+        return {"index_encoding": self.index_encoding}
+
+    def open(self, workdir: Path) -> None:
+        from pyterrier_pisa import PisaIndex
+
+        self._path = Path(workdir) / "pisa"
+        self._index = PisaIndex(str(self._path), stemmer="none", stops="none", index_encoding=self.index_encoding)
         self._retrievers = {}
-        self._retriever(10, threads)  # compresses the index and builds the block-max (wand) data now
+        self._retriever(10, 1)  # compresses the index and builds the block-max (wand) data if not yet done
 
     def _retriever(self, k: int, threads: int):
         key = (k, max(1, threads))
@@ -218,7 +237,7 @@ class BmpEngine:
         self._path: Path | None = None
 
     def build(self, docs: SparseBatch, workdir: Path, threads: int = 1) -> None:
-        from bmp import Indexer, Searcher
+        from bmp import Indexer
 
         impacts = _int_impacts(docs)
         if len(impacts) and impacts.max() > 255:
@@ -228,6 +247,15 @@ class BmpEngine:
         for i, vector in enumerate(_term_dicts(docs, impacts)):
             indexer.add_document(str(i), vector)
         indexer.finish()
+        self.open(workdir)
+
+    def build_options(self) -> dict:
+        return {"bsize": self.bsize, "compress_range": self.compress_range}
+
+    def open(self, workdir: Path) -> None:
+        from bmp import Searcher
+
+        self._path = Path(workdir) / "index.bmp"
         self._searcher = Searcher(str(self._path))
 
     def search(self, queries: SparseBatch, k: int, threads: int = 1) -> list[np.ndarray]:
@@ -277,8 +305,17 @@ class SeismicEngine:
         self._index = seismic.SeismicIndex.build_from_dataset(dataset, num_threads=max(1, threads),
                                                               **self.build_args)
         out = _fresh_dir(Path(workdir))
-        self._index.save(str(out / "seismic"))
+        self._index.save(str(out / "seismic"))  # writes seismic.index.seismic
         self._path = out
+
+    def build_options(self) -> dict:
+        return dict(self.build_args)
+
+    def open(self, workdir: Path) -> None:
+        import seismic
+
+        self._path = Path(workdir)
+        self._index = seismic.SeismicIndex.load(str(self._path / "seismic.index.seismic"))
 
     def search(self, queries: SparseBatch, k: int, threads: int = 1) -> list[np.ndarray]:
         import seismic
@@ -341,6 +378,19 @@ class LuceneEngine:
         if not any(self._path.glob("segments_*")):
             raise LsrError(f"lucene: Anserini wrote no index at {self._path}")
         shutil.rmtree(collection)
+        self.open(workdir)
+
+    def build_options(self) -> dict:
+        return {}
+
+    def open(self, workdir: Path) -> None:
+        from lsr.eval.bm25 import _prepare_jvm
+
+        _prepare_jvm()
+        from pyserini.pyclass import autoclass
+
+        self.close()
+        self._path = Path(workdir) / "index"
         self._searcher = autoclass("io.anserini.search.SimpleImpactSearcher")(str(self._path))
 
     def search(self, queries: SparseBatch, k: int, threads: int = 1) -> list[np.ndarray]:

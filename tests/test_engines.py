@@ -43,12 +43,13 @@ def built(request, corpus, tmp_path_factory):
         pytest.importorskip(module, reason=f"{name}: package {module!r} is not installed")
     docs, queries, _, _ = corpus
     engine = E.make_engine(name)
-    engine.build(docs, tmp_path_factory.mktemp(name), threads=2)
-    return engine, engine.search(queries, K, threads=2)
+    workdir = tmp_path_factory.mktemp(name)
+    engine.build(docs, workdir, threads=2)
+    return engine, engine.search(queries, K, threads=2), workdir
 
 
 def test_engine_interface(built):
-    engine, results = built
+    engine, results, _ = built
     assert isinstance(engine, E.Engine)
     assert engine.mode in ("exact", "approximate")
     assert engine.size_bytes() > 0
@@ -58,7 +59,7 @@ def test_engine_interface(built):
 
 
 def test_engine_against_brute_force(built, corpus):
-    engine, results = built
+    engine, results, _ = built
     _, _, scores, truth = corpus
     recalls = []
     for qi in range(N_QUERIES):
@@ -75,6 +76,35 @@ def test_engine_against_brute_force(built, corpus):
             assert np.all(np.diff(s[got]) <= 0), f"{engine.name}: query {qi} not ranked best first"
     if engine.mode == "approximate":
         assert np.mean(recalls) >= 0.9, f"{engine.name}: recall@10 {np.mean(recalls):.3f}"
+
+
+def test_engine_opens_what_it_built(built, corpus):
+    engine, results, workdir = built
+    _, queries, _, _ = corpus
+    again = E.make_engine(engine.name)
+    assert again.build_options() == engine.build_options()
+    again.open(workdir)
+    for got, want in zip(again.search(queries, K, threads=1), results):
+        np.testing.assert_array_equal(got, want)
+    if hasattr(again, "close"):
+        again.close()
+
+
+def test_bench_reuses_an_index_built_from_the_same_documents(corpus, tmp_path):
+    from lsr.eval.bench_query import LsrEngine, fingerprint, open_or_build
+
+    docs, queries, _, _ = corpus
+    key = fingerprint(docs)
+    path, build_s, reused = open_or_build(LsrEngine(), docs, key, tmp_path, "c", threads=1)
+    assert not reused and build_s > 0
+    engine = LsrEngine()
+    assert open_or_build(engine, docs, key, tmp_path, "c", threads=1) == (path, build_s, True)
+    assert len(engine.search(queries, K)[0]) == K
+    fresh: set = set()
+    assert open_or_build(LsrEngine(), docs, key, tmp_path, "c", 1, rebuild=True, fresh=fresh)[2] is False
+    assert open_or_build(LsrEngine(), docs, key, tmp_path, "c", 1, rebuild=True, fresh=fresh)[2] is True
+    fewer = docs.select(list(range(len(docs) - 1)))
+    assert open_or_build(LsrEngine(), fewer, fingerprint(fewer), tmp_path, "c", threads=1)[2] is False
 
 
 def test_quantize_query_and_unknown_engine():
