@@ -3,9 +3,13 @@
 Every algorithm ranks by (score descending, doc_idx ascending) and returns only documents with a positive
 score. Score = sum over query terms of `query_weight * impact`, divided by the quantisation scale.
 
-- `exhaustive` (default, exact): term-at-a-time over all postings of the query terms into a reused dense
-  accumulator, then one sequential scan into a top-k heap. 0.09 ms per scifact query, 19 ms at 1M
-  synthetic documents (docs/FIGURES.md).
+- `exhaustive` (default, exact): term-at-a-time over all postings of the query terms, one chunk of
+  `CHUNK_DOCS` documents at a time into a cache-sized accumulator, then one sequential scan of the chunk into
+  a top-k heap. 0.05 ms per scifact query, 0.8 ms at 100k and 8 ms at 1M synthetic documents (docs/FIGURES.md).
+- `maxscore` (exact unless `alpha` < 1): term-at-a-time MaxScore. Terms go heaviest bound first; once the
+  bounds of the terms left sum below the k-th best score, only the documents that can still make the top k
+  are scored further. On SPLADE vectors the bound mass is spread over ~30 query terms and about half the
+  documents stay candidates, so it reads ~60% of the postings but is 1.3-2x slower than `exhaustive`.
 - `blockmax` (exact unless `alpha` < 1): block-max pruning in the style of BMP. Documents are grouped into
   blocks of `block_size` consecutive doc_idx; a block's upper bound is the query-weighted sum of each
   term's largest impact in it. Blocks are visited best bound first and scored exactly from the forward
@@ -13,7 +17,7 @@ score. Score = sum over query terms of `query_weight * impact`, divided by the q
   `alpha * bound` cannot: faster, approximate, never on unless asked). It scores whole documents, so it only
   pays off when bounds are tight (similar documents sharing blocks); in file order it is 10-25x slower
   than `exhaustive` (docs/FIGURES.md).
-- `max_query_terms` (either algorithm) keeps only the heaviest query terms: approximate, never on unless asked.
+- `max_query_terms` (any algorithm) keeps only the heaviest query terms: approximate, never on unless asked.
 - `brute_force_search` is the reference: a sparse matrix-vector product, ranked by a plain sort.
 """
 from __future__ import annotations
@@ -67,31 +71,231 @@ def _offer(scores, docs, n, k, s, d):  # pragma: no cover - compiled
     return n
 
 
+CHUNK_DOCS = 1 << 16  # exhaustive search scores this many documents at a time: a 512 KB accumulator stays in cache
+
+
 @numba.njit(cache=True, nogil=True)
-def _taat_query(offsets, doc_idx, impacts, q_terms, q_weights, k, acc, out_scores, out_docs):  # pragma: no cover
-    """Exhaustive term-at-a-time top-k of one query. `acc` is a zeroed num_docs buffer, left zeroed for reuse
-    (a fresh 8 MB buffer per query at 1M documents costs more in page faults than the search). Returns #hits."""
-    for i in range(q_terms.shape[0]):
-        t, w = q_terms[i], q_weights[i]
+def _taat_query(offsets, doc_idx, impacts, num_docs, q_terms, q_weights, k, acc, out_scores,
+                out_docs):  # pragma: no cover - compiled
+    """Exhaustive term-at-a-time top-k of one query, one chunk of acc.shape[0] documents at a time: every term's
+    postings in the chunk go into the cache-sized accumulator `acc` (zeroed, and left zeroed), which one
+    sequential scan then offers to the top-k heap. A document's terms are summed in query order, as in one
+    pass over whole lists; chunking only keeps the random writes in cache (2x at 1M documents). Returns #hits."""
+    m = q_terms.shape[0]
+    pos = np.empty(m, dtype=np.int64)
+    for i in range(m):
+        pos[i] = offsets[q_terms[i]]
+    chunk = acc.shape[0]
+    n = 0
+    for lo in range(0, num_docs, chunk):
+        hi = min(lo + chunk, num_docs)
+        for i in range(m):
+            t, w = q_terms[i], q_weights[i]
+            start, end = pos[i], offsets[t + 1]
+            if start == end:
+                continue
+            stop = start + np.searchsorted(doc_idx[start:end], hi)
+            for p in range(start, stop):
+                acc[doc_idx[p] - lo] += w * impacts[p]
+            pos[i] = stop
+        for j in range(hi - lo):  # a sequential scan beats a second random walk over the postings
+            s = acc[j]
+            if s != 0.0:
+                acc[j] = 0.0
+                if s > 0.0 and (n < k or s >= out_scores[0]):
+                    n = _offer(out_scores, out_docs, n, k, s, lo + j)
+    return n
+
+
+@numba.njit(cache=True, parallel=True)
+def _taat_batch(offsets, doc_idx, impacts, num_docs, q_indptr, q_terms, q_weights, k, acc, out_scores, out_docs,
+                out_n):  # pragma: no cover - compiled
+    for q in numba.prange(q_indptr.shape[0] - 1):
+        lo, hi = q_indptr[q], q_indptr[q + 1]
+        out_n[q] = _taat_query(offsets, doc_idx, impacts, num_docs, q_terms[lo:hi], q_weights[lo:hi], k,
+                               acc[numba.get_thread_id()], out_scores[q], out_docs[q])
+
+
+@numba.njit(inline="always")
+def _kth_best(acc, k, heap_scores, heap_docs):  # pragma: no cover - compiled
+    """The k-th best score in the accumulator (0.0 when fewer than k are positive). The k-th best of every 16th
+    document is a floor that few others reach, so the full pass mostly compares (6x faster than offering
+    every positive score: that branch mispredicts)."""
+    n = 0
+    for d in range(0, acc.shape[0], 16):
+        s = acc[d]
+        if s > 0.0 and (n < k or s >= heap_scores[0]):
+            n = _offer(heap_scores, heap_docs, n, k, s, d)
+    floor = heap_scores[0] if n == k else 0.0
+    n = 0
+    for d in range(acc.shape[0]):
+        s = acc[d]
+        if s >= floor and s > 0.0 and (n < k or s >= heap_scores[0]):
+            n = _offer(heap_scores, heap_docs, n, k, s, d)
+    return heap_scores[0] if n == k else 0.0
+
+
+@numba.njit(inline="always")
+def _seek(doc_idx, p, hi, d):  # pragma: no cover - compiled
+    """The first position in [p, hi) whose doc_idx >= d (hi if none), by galloping from p."""
+    if p >= hi or doc_idx[p] >= d:
+        return p
+    step = 1
+    while p + step < hi and doc_idx[p + step] < d:
+        step *= 2
+    left, right = p + step // 2 + 1, min(p + step, hi)  # doc_idx[p + step // 2] < d is known
+    while left < right:
+        mid = (left + right) // 2
+        if doc_idx[mid] < d:
+            left = mid + 1
+        else:
+            right = mid
+    return left
+
+
+@numba.njit(cache=True, nogil=True)
+def _maxscore_query(offsets, doc_idx, impacts, term_max, q_terms, q_weights, k, alpha, acc, out_scores,
+                    out_docs):  # pragma: no cover - compiled
+    """Term-at-a-time top-k with MaxScore pruning (exact when alpha == 1). Returns (hits, postings read).
+
+    Terms go heaviest bound first (bound = weight * the term's largest impact). Each term is read whole into
+    `acc`, as `_taat_query` does, until the bounds of the terms left, summed (R), fall below the k-th best
+    score so far (theta): from then on no unseen document can reach the top k, so only the candidates (seen
+    documents with acc + R >= theta) are kept, and each term left adds to them alone (galloping through its
+    doc-ordered postings when they are few), dropping candidates as theta rises and R falls. The switch is made
+    only when the candidates would read fewer postings than the whole lists. With alpha < 1, R is scaled by
+    alpha: sooner and harder pruning, approximate. `acc` is a zeroed num_docs buffer and is left zeroed."""
+    m = q_terms.shape[0]
+    num_docs = acc.shape[0]
+    bound = np.empty(m, dtype=np.float64)
+    for i in range(m):
+        bound[i] = q_weights[i] * term_max[q_terms[i]]
+    order = np.argsort(-bound, kind="mergesort")
+    rest = np.zeros(m + 1, dtype=np.float64)  # rest[i] = summed bounds of order[i:], with a rounding margin
+    for i in range(m - 1, -1, -1):
+        rest[i] = rest[i + 1] + bound[order[i]]
+    for i in range(m):
+        rest[i] = rest[i] * (1.0 + 1e-9) * alpha
+    heap_s = np.empty(k, dtype=np.float64)
+    heap_d = np.empty(k, dtype=np.int64)
+    best = np.empty(k, dtype=np.int64)  # the top k at the last pass over the accumulator
+    n_best = 0
+    read = 0
+    since_scan = 0  # postings read since the last pass over the accumulator
+    i = 0
+    theta = 0.0
+    n_cand = -1  # -1: every document is still a candidate
+    while i < m:  # phase 1: whole posting lists
+        t, w = q_terms[order[i]], q_weights[order[i]]
         for p in range(offsets[t], offsets[t + 1]):
             acc[doc_idx[p]] += w * impacts[p]
+        read += offsets[t + 1] - offsets[t]
+        since_scan += offsets[t + 1] - offsets[t]
+        i += 1
+        if i == m or rest[i] * 2.0 >= rest[0]:  # theta <= rest[0] - rest[i]: no chance yet
+            continue
+        # A pass over the accumulator for the exact theta costs as much as ~num_docs / 8 postings: at most one
+        # per num_docs / 4 postings read. Once one has run, the k documents it found, rescored (k reads), give a
+        # lower bound of theta: pass again only when that bound is near R, or after 2 * num_docs postings.
+        if since_scan * 4 < num_docs:
+            continue
+        if n_best == k:
+            n = 0
+            for j in range(k):
+                n = _offer(heap_s, heap_d, n, k, acc[best[j]], best[j])
+            if rest[i] >= 1.25 * heap_s[0] and since_scan < 2 * num_docs:
+                continue
+        since_scan = 0
+        theta = _kth_best(acc, k, heap_s, heap_d)
+        if theta > 0.0:
+            best[:] = heap_d
+            n_best = k
+        if rest[i] >= theta:
+            continue
+        n_cand = 0  # estimated from every 16th document
+        for d in range(0, num_docs, 16):
+            s = acc[d]
+            n_cand += (s != 0.0) & (s + rest[i] >= theta)
+        n_cand *= 16
+        whole, estimate = 0, 0
+        for j in range(i, m):
+            t = q_terms[order[j]]
+            length = offsets[t + 1] - offsets[t]
+            whole += length
+            estimate += min(length, 32 * n_cand) + 2 * n_cand
+        if estimate < whole:
+            break
+        n_cand = -1
+    if n_cand >= 0:  # phase 2: candidates only, in doc order
+        n_cand = 0
+        for d in range(num_docs):
+            s = acc[d]
+            n_cand += (s != 0.0) & (s + rest[i] >= theta)
+        cand = np.empty(n_cand, dtype=np.int64)
+        n_cand = 0
+        for d in range(num_docs):
+            s = acc[d]
+            if s + rest[i] >= theta and s != 0.0:  # the rare test first: it predicts well
+                cand[n_cand] = d
+                n_cand += 1
+        while i < m and n_cand > 0:
+            t, w = q_terms[order[i]], q_weights[order[i]]
+            p, hi = offsets[t], offsets[t + 1]
+            if n_cand * 32 < hi - p:  # few candidates: look each up, galloping through the postings
+                for j in range(n_cand):
+                    d = cand[j]
+                    p = _seek(doc_idx, p, hi, d)
+                    if p >= hi:
+                        break
+                    if doc_idx[p] == d:
+                        acc[d] += w * impacts[p]
+                        p += 1
+                    read += 1
+            else:  # many: read the whole list (only candidates are ever offered; a test here would mispredict)
+                for p in range(p, hi):
+                    acc[doc_idx[p]] += w * impacts[p]
+                read += hi - offsets[t]
+            i += 1
+            n = 0
+            for j in range(n_cand):  # theta from the candidates' partial scores (never above their final ones)
+                d = cand[j]
+                if n < k or acc[d] >= heap_s[0]:
+                    n = _offer(heap_s, heap_d, n, k, acc[d], d)
+            if n == k:
+                theta = max(theta, heap_s[0])
+            kept = 0
+            for j in range(n_cand):
+                d = cand[j]
+                if acc[d] + rest[i] >= theta:
+                    cand[kept] = d
+                    kept += 1
+            n_cand = kept
+        n = 0
+        for j in range(n_cand):
+            d = cand[j]
+            s = acc[d]
+            if s > 0.0 and (n < k or s >= out_scores[0]):
+                n = _offer(out_scores, out_docs, n, k, s, d)
+        acc[:] = 0.0
+        return n, read
     n = 0
-    for d in range(acc.shape[0]):  # a sequential scan beats a second random walk over the postings
+    for d in range(num_docs):  # as in _taat_query
         s = acc[d]
         if s != 0.0:
             acc[d] = 0.0
             if s > 0.0 and (n < k or s >= out_scores[0]):
                 n = _offer(out_scores, out_docs, n, k, s, d)
-    return n
+    return n, read
 
 
 @numba.njit(cache=True, parallel=True)
-def _taat_batch(offsets, doc_idx, impacts, q_indptr, q_terms, q_weights, k, acc, out_scores, out_docs,
-                out_n):  # pragma: no cover - compiled
+def _maxscore_batch(offsets, doc_idx, impacts, term_max, q_indptr, q_terms, q_weights, k, alpha, acc,
+                    out_scores, out_docs, out_n):  # pragma: no cover - compiled
     for q in numba.prange(q_indptr.shape[0] - 1):
         lo, hi = q_indptr[q], q_indptr[q + 1]
-        out_n[q] = _taat_query(offsets, doc_idx, impacts, q_terms[lo:hi], q_weights[lo:hi], k,
+        n, _ = _maxscore_query(offsets, doc_idx, impacts, term_max, q_terms[lo:hi], q_weights[lo:hi], k, alpha,
                                acc[numba.get_thread_id()], out_scores[q], out_docs[q])
+        out_n[q] = n
 
 
 @numba.njit(inline="always")
@@ -178,7 +382,8 @@ def _check_query(terms: np.ndarray, weights: np.ndarray, vocab_size: int, k: int
         raise LsrError(f"query term_id outside the index vocabulary [0, {vocab_size})")
 
 
-ALGORITHMS = ("blockmax", "exhaustive")
+ALGORITHMS = ("blockmax", "exhaustive", "maxscore")
+PRUNING = ("blockmax", "maxscore")  # the algorithms `alpha` < 1 makes approximate
 
 
 def _rank(scores: np.ndarray, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -196,19 +401,22 @@ def _prune_query(terms: np.ndarray, weights: np.ndarray, max_query_terms: int | 
 class Searcher:
     """Top-k retrieval over an `IndexReader`: exact by default (see the module docstring for the algorithms).
 
-    `alpha` < 1 and `max_query_terms` make it approximate; `threads` sets numba's threads for batch search.
+    `alpha` < 1 and `max_query_terms` make it approximate; `threads` sets numba's threads for batch search;
+    `chunk_docs` is the exhaustive algorithm's accumulator size (results do not depend on it).
     """
 
     def __init__(self, reader: IndexReader, *, algorithm: str = "exhaustive", alpha: float = 1.0,
-                 max_query_terms: int | None = None) -> None:
+                 max_query_terms: int | None = None, chunk_docs: int = CHUNK_DOCS) -> None:
         if algorithm not in ALGORITHMS:
             raise LsrError(f"unknown search algorithm {algorithm!r}; choose from {', '.join(ALGORITHMS)}")
         if not 0 < alpha <= 1:
             raise LsrError(f"alpha must be in (0, 1], got {alpha}")
+        if chunk_docs < 1:
+            raise LsrError(f"chunk_docs must be positive, got {chunk_docs}")
         if max_query_terms is not None and max_query_terms < 1:
             raise LsrError(f"max_query_terms must be positive, got {max_query_terms}")
-        if algorithm == "exhaustive" and alpha != 1:
-            raise LsrError("alpha applies to the blockmax algorithm only")
+        if algorithm not in PRUNING and alpha != 1:
+            raise LsrError(f"alpha applies to the {' and '.join(PRUNING)} algorithms only")
         self.reader = reader
         self.algorithm = algorithm
         self.alpha = float(alpha)
@@ -217,16 +425,26 @@ class Searcher:
         self._local = threading.local()
         r = reader
         self._postings = (np.asarray(r.offsets), np.asarray(r.doc_idx), np.asarray(r.impacts))
+        self._chunk = max(1, min(r.num_docs, int(chunk_docs)))
         self._blockmax = (np.asarray(r.bm_offsets), np.asarray(r.bm_blocks), np.asarray(r.bm_impacts),
                           np.asarray(r.forward_indptr), np.asarray(r.forward_term_ids), np.asarray(r.forward_impacts),
                           r.num_docs, r.block_size)
+        self._term_max = term_max_impacts(r) if algorithm == "maxscore" else None
 
-    def _accumulator(self) -> np.ndarray:
-        """This thread's zeroed score buffer (the search kernel leaves it zeroed again)."""
-        acc = getattr(self._local, "acc", None)
-        if acc is None:
-            acc = self._local.acc = np.zeros(self.reader.num_docs, dtype=np.float64)
-        return acc
+    def _accumulator(self, size: int) -> np.ndarray:
+        """This thread's zeroed score buffer of `size` documents (the search kernels leave it zeroed again)."""
+        buffers = getattr(self._local, "acc", None)
+        if buffers is None:
+            buffers = self._local.acc = {}
+        if size not in buffers:
+            buffers[size] = np.zeros(size, dtype=np.float64)
+        return buffers[size]
+
+    def _kernel(self, weights: np.ndarray) -> str:
+        """The algorithm for one query: the pruning algorithms' bounds hold for non-negative weights only."""
+        if self.algorithm in PRUNING and len(weights) and weights.min() < 0:
+            return "exhaustive"
+        return self.algorithm
 
     @property
     def exact(self) -> bool:
@@ -240,8 +458,14 @@ class Searcher:
         k_eff = min(k, self.reader.num_docs)
         scores, docs = np.empty(k_eff, np.float64), np.empty(k_eff, np.int64)
         terms, weights = _prune_query(terms, weights, self.max_query_terms)
-        if self.algorithm == "exhaustive":
-            n = _taat_query(*self._postings, terms, weights, k_eff, self._accumulator(), scores, docs)
+        kernel = self._kernel(weights)
+        if kernel == "exhaustive":
+            n = _taat_query(*self._postings, self.reader.num_docs, terms, weights, k_eff,
+                            self._accumulator(self._chunk), scores, docs)
+        elif kernel == "maxscore":
+            keep = weights > 0
+            n, _ = _maxscore_query(*self._postings, self._term_max, terms[keep], weights[keep], k_eff, self.alpha,
+                                   self._accumulator(self.reader.num_docs), scores, docs)
         else:
             n, _ = _blockmax_query(*self._blockmax, terms, weights, k_eff, self.alpha, scores, docs)
         idx, scores = _rank(scores[:n], docs[:n])
@@ -254,6 +478,11 @@ class Searcher:
         if len(queries) <= 1 or threads == 1:  # no thread pool for a single query: its wake-up costs more
             return [self.search_vector(*queries.row(i), k=k) for i in range(len(queries))]
         rows = [_prune_query(*queries.row(i), self.max_query_terms) for i in range(len(queries))]
+        kernel = self.algorithm
+        if any(self._kernel(w) != kernel for _, w in rows):
+            kernel = "exhaustive"
+        if kernel == "maxscore":
+            rows = [(t[w > 0], w[w > 0]) for t, w in rows]
         indptr = np.concatenate([[0], np.cumsum([len(t) for t, _ in rows], dtype=np.int64)])
         terms = np.concatenate([t for t, _ in rows] or [np.zeros(0)]).astype(np.int64)
         weights = np.concatenate([w for _, w in rows] or [np.zeros(0)]).astype(np.float64)
@@ -265,9 +494,15 @@ class Searcher:
         threads = min(threads or numba.config.NUMBA_NUM_THREADS, numba.config.NUMBA_NUM_THREADS)
         numba.set_num_threads(threads)
         try:
-            if self.algorithm == "exhaustive":
-                acc = np.zeros((numba.config.NUMBA_NUM_THREADS, self.reader.num_docs), np.float64)
-                _taat_batch(*self._postings, indptr, terms, weights, k_eff, acc, scores, docs, counts)
+            n_buffers = numba.config.NUMBA_NUM_THREADS
+            if kernel == "exhaustive":
+                acc = np.zeros((n_buffers, self._chunk), np.float64)
+                _taat_batch(*self._postings, self.reader.num_docs, indptr, terms, weights, k_eff, acc, scores, docs,
+                            counts)
+            elif kernel == "maxscore":
+                acc = np.zeros((n_buffers, self.reader.num_docs), np.float64)
+                _maxscore_batch(*self._postings, self._term_max, indptr, terms, weights, k_eff, self.alpha, acc,
+                                scores, docs, counts)
             else:
                 _blockmax_batch(*self._blockmax, indptr, terms, weights, k_eff, self.alpha, scores, docs, counts)
         finally:
@@ -293,6 +528,16 @@ class Searcher:
     def _hits(self, idx: np.ndarray, scores: np.ndarray) -> list[Hit]:
         ids = self.reader.doc_ids
         return [Hit(ids[i], float(s)) for i, s in zip(idx.tolist(), scores.tolist())]
+
+
+def term_max_impacts(reader: IndexReader) -> np.ndarray:
+    """Per term id, its largest impact in the index (0 for terms with no postings), from the block-max table."""
+    out = np.zeros(reader.vocab_size, dtype=np.float64)
+    offsets, impacts = np.asarray(reader.bm_offsets), np.asarray(reader.bm_impacts)
+    has = np.flatnonzero(offsets[1:] > offsets[:-1])
+    if len(has):
+        out[has] = np.maximum.reduceat(impacts, offsets[has])
+    return out
 
 
 def brute_force_search(reader: IndexReader, terms: np.ndarray, weights: np.ndarray, k: int = 10

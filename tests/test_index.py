@@ -88,13 +88,71 @@ def test_blockmax_equals_brute_force_for_any_block_size(tmp_path, block_size):
             assert_same_as_brute_force(reader, terms, weights, k)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_maxscore_prunes_and_equals_brute_force(tmp_path, seed):
+    """Skewed impacts and query weights (as in learned sparse vectors), so MaxScore reaches its candidate phase:
+    it must read fewer postings than there are and still return exactly the brute-force top k."""
+    from lsr.index.search import _maxscore_query, term_max_impacts
+
+    rng = np.random.default_rng(100 + seed)
+    batch = random_batch(rng, 2000, 60, density=0.2)
+    batch = SparseBatch(batch.indptr, batch.term_ids, (batch.weights ** 4).astype(np.float32), batch.vocab_size)
+    reader = build(tmp_path, batch, bits=8 if seed % 2 else 16)
+    term_max = term_max_impacts(reader)
+    offsets, doc_idx, impacts = np.asarray(reader.offsets), np.asarray(reader.doc_idx), np.asarray(reader.impacts)
+    pruned = 0
+    for _ in range(25):
+        terms, weights = random_batch(rng, 1, 60, density=0.3).row(0)
+        weights = (weights.astype(np.float64) ** 3)
+        for k in (1, 10, 2500):
+            assert_same_as_brute_force(reader, terms, weights, k)
+        acc, scores, docs = np.zeros(reader.num_docs), np.empty(10), np.empty(10, np.int64)
+        _, read = _maxscore_query(offsets, doc_idx, impacts, term_max, terms.astype(np.int64), weights, 10, 1.0,
+                                  acc, scores, docs)
+        assert not acc.any(), "the accumulator is left zeroed for the next query"
+        pruned += read < sum(offsets[t + 1] - offsets[t] for t in terms)
+    assert pruned >= 5, f"MaxScore pruned only {pruned} of 25 queries"
+
+
+def test_maxscore_takes_negative_weights_exactly(tmp_path):
+    rng = np.random.default_rng(5)
+    reader = build(tmp_path, random_batch(rng, 200, 40, density=0.2))
+    terms, weights = random_batch(rng, 1, 40, density=0.3).row(0)
+    weights = weights.astype(np.float64)
+    weights[::3] *= -1  # no bound holds for negative weights: those queries are scored exhaustively
+    assert_same_as_brute_force(reader, terms, weights, 10)
+    batch = SparseBatch(np.array([0, len(terms)]), terms, weights.astype(np.float32), 40)
+    assert Searcher(reader, algorithm="maxscore").search_batch_vectors(SparseBatch.concat([batch, batch]), 5,
+                                                                      threads=2)[1][0].tolist() == \
+        brute_force_search(reader, terms, weights.astype(np.float32), 5)[0].tolist()
+
+
+@pytest.mark.parametrize("chunk_docs", [1, 3, 64, 299, 300, 10_000])
+def test_exhaustive_chunks_equal_brute_force(tmp_path, chunk_docs):
+    rng = np.random.default_rng(chunk_docs)
+    reader = build(tmp_path, random_batch(rng, 300, 80, density=0.1))
+    searcher = Searcher(reader, chunk_docs=chunk_docs)
+    queries = random_batch(rng, 12, 80, density=0.1)
+    for i in range(len(queries)):
+        terms, weights = queries.row(i)
+        for k in (1, 10, 400):
+            ref_idx, ref_scores = brute_force_search(reader, terms, weights, k=k)
+            idx, scores = searcher.search_vector(terms, weights, k=k)
+            assert idx.tolist() == ref_idx.tolist()
+            np.testing.assert_allclose(scores, ref_scores, rtol=1e-12)
+    batch = searcher.search_batch_vectors(queries, k=10, threads=2)
+    assert [b[0].tolist() for b in batch] == [searcher.search_vector(*queries.row(i), k=10)[0].tolist()
+                                              for i in range(len(queries))]
+
+
 def test_batch_search_equals_single_search(tmp_path):
     rng = np.random.default_rng(11)
     reader = build(tmp_path, random_batch(rng, 400, 150, density=0.06))
     queries = random_batch(rng, 23, 150, density=0.05)
     ids = [f"q{i}" for i in range(23)]
     for searcher in (Searcher(reader), Searcher(reader, algorithm="blockmax"),
-                     Searcher(reader, algorithm="blockmax", alpha=0.5)):
+                     Searcher(reader, algorithm="blockmax", alpha=0.5), Searcher(reader, algorithm="maxscore"),
+                     Searcher(reader, algorithm="maxscore", alpha=0.5)):
         run = searcher.batch_search(queries, ids, k=9, threads=2)
         single = {qid: searcher.search(queries.select([i]), k=9) for i, qid in enumerate(ids)}
         assert run == single
@@ -123,7 +181,7 @@ def test_approximate_search_is_opt_in_and_close(tmp_path):
     assert 0.3 < np.mean(recalls) <= 1.0
     with pytest.raises(LsrError, match="alpha"):
         Searcher(reader, algorithm="blockmax", alpha=1.5)
-    with pytest.raises(LsrError, match="blockmax algorithm only"):
+    with pytest.raises(LsrError, match="maxscore algorithms only"):
         Searcher(reader, alpha=0.5)
     pruned = Searcher(reader, max_query_terms=6)  # query-term pruning works with the exhaustive algorithm too
     terms, weights = random_batch(rng, 1, 200, density=0.05).row(0)
