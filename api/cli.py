@@ -27,6 +27,8 @@ ModelMaxLength = Annotated[Optional[int], typer.Option("--max-length", help="tok
                                                        "setting (lsr_encoder.json), else 256]")]
 BatchSize = Annotated[int, typer.Option("--batch-size", help="texts per encoder batch")]
 Head = Annotated[str, typer.Option("--head", help="SPLADE head backend")]
+BackendOpt = Annotated[str, typer.Option("--backend", help="sparse search backend: lsr (ours) or lucene (Lucene "
+                                         "impact search through pyserini, built into the index folder)")]
 Bits = Annotated[int, typer.Option("--bits", help="impact quantisation bits (8 or 16)")]
 DenseModel = Annotated[Optional[str], typer.Option("--dense", help="also build a dense store with this model "
                                                     "(e.g. minilm)")]
@@ -69,14 +71,15 @@ def index_build(dataset: Dataset, model: Model, out: Annotated[Path, typer.Optio
                 dense: DenseModel = None, limit: Limit = None, bits: Bits = 8, overwrite: Annotated[bool, typer.Option(
                     "--overwrite", help="replace an existing index")] = False,
                 max_length: ModelMaxLength = None, batch_size: BatchSize = 32, head: Head = "auto",
-                data_dir: DataDir = None) -> None:
-    """Encode a BEIR corpus and write an impact index (atomically) to OUT, with a dense store if --dense."""
+                backend: BackendOpt = "lsr", data_dir: DataDir = None) -> None:
+    """Encode a BEIR corpus and write an impact index (atomically) to OUT, with a dense store if --dense and a
+    Lucene impact index if --backend lucene."""
     from lsr.eval.beir import load_corpus
     from lsr.eval.pipeline import build_index
 
     ds = load_corpus(dataset, data_dir, limit)
     figures = build_index(ds, model, out, _options(max_length, batch_size, head), dense=dense, bits=bits,
-                          overwrite=overwrite)
+                          overwrite=overwrite, backend=backend)
     typer.echo(f"indexed {len(ds.corpus)} documents into {out} ({figures['docs_per_s']:.1f} docs/s encoding"
                + (f", dense {figures['dense_docs_per_s']:.1f} docs/s" if dense else "") + ")")
 
@@ -124,7 +127,7 @@ def eval_(dataset: Dataset, model: Model, split: Split = "test", limit: Limit = 
           json_out: Annotated[Optional[Path], typer.Option("--json", help="write the report as JSON")] = None,
           run_out: Annotated[Optional[Path], typer.Option("--run", help="write the TREC run file")] = None,
           bits: Bits = 8, max_length: ModelMaxLength = None, batch_size: BatchSize = 32, head: Head = "auto",
-          data_dir: DataDir = None) -> None:
+          backend: BackendOpt = "lsr", data_dir: DataDir = None) -> None:
     """Evaluate a model on a BEIR split: nDCG@10, R@100, RR@10 and efficiency figures."""
     from lsr.eval.beir import load_beir
     from lsr.eval.pipeline import evaluate
@@ -133,7 +136,8 @@ def eval_(dataset: Dataset, model: Model, split: Split = "test", limit: Limit = 
 
     ds = load_beir(dataset, split, data_dir, limit)
     report = evaluate(ds, model, _options(max_length, batch_size, head), index_dir=index, bits=bits, dense=dense,
-                      mode=mode, prf=prf, ranking={"fusion": fusion, "alpha": alpha, "prf_placement": prf_placement})
+                      mode=mode, prf=prf, ranking={"fusion": fusion, "alpha": alpha, "prf_placement": prf_placement},
+                      backend=backend)
     print_report(report)
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)

@@ -92,6 +92,7 @@ class StatsOut(BaseModel):
     index_bytes: int
     modes: list[Mode]
     dataset: str | None
+    backend: str = Field(description="sparse search backend: lsr (ours) or lucene (Lucene impact search)")
 
 
 class HealthOut(BaseModel):

@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from lsr.index import (DenseStore, Hit, IndexReader, LsrError, Searcher, feedback_matrix, has_dense_store,
+from lsr.eval.lucene import index_backend, open_searcher
+from lsr.index import (DenseStore, Hit, IndexReader, LsrError, feedback_matrix, has_dense_store,
                        interpolate_hits, rocchio_sparse, rrf_hits, vector_prf, write_dense_store)
 from lsr.index.prf import PRF_ALPHA, PRF_BETA, PRF_DEPTH, PRF_TOP_TERMS
 
@@ -126,7 +127,7 @@ class SearchService:
 
         self.path = Path(index_dir)
         self.reader = IndexReader(self.path, verify_checksums=verify_checksums)
-        self.searcher = Searcher(self.reader)
+        self.searcher = open_searcher(self.reader, self.path)  # ours, or Lucene for `--backend lucene`
         model = self.reader.info.get("model")
         if not model and sparse_encoder is None:
             raise LsrError(f"{self.path}: the index does not record its model")
@@ -169,7 +170,9 @@ class SearchService:
             "dense_dim": self.dense.dim if self.dense else None,
             "dense_backend": self.dense.backend if self.dense else None,
             "has_documents": bool(self.documents),
-            "index_bytes": self.reader.size_bytes() + (self.dense.size_bytes() if self.dense else 0),
+            "index_bytes": self.reader.size_bytes() + (self.dense.size_bytes() if self.dense else 0)
+            + getattr(self.searcher, "size_bytes", lambda: 0)(),
+            "backend": index_backend(self.reader),
             "modes": list(self.modes),
             "dataset": self.reader.info.get("dataset"),
         }

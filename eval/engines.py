@@ -30,7 +30,6 @@ How each engine sees the query (recall@10 is the caller's measure against our ex
 """
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -38,6 +37,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import scipy.sparse as sp
 
+from lsr.eval.lucene import term_token
 from lsr.index import LsrError
 from lsr.index.sparse import SparseBatch
 
@@ -93,15 +93,11 @@ def _rank(doc_idx: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
     return doc_idx[order][:k]
 
 
-def _term(t: int) -> str:
-    return f"t{int(t)}"
-
-
 def _term_dicts(docs: SparseBatch, impacts: np.ndarray):
     """Per document, in row order: {term string: integer impact}, zero impacts left out."""
     for i in range(len(docs)):
         lo, hi = docs.indptr[i], docs.indptr[i + 1]
-        yield {_term(t): int(w) for t, w in zip(docs.term_ids[lo:hi], impacts[lo:hi]) if w > 0}
+        yield {term_token(t): int(w) for t, w in zip(docs.term_ids[lo:hi], impacts[lo:hi]) if w > 0}
 
 
 # -- scipy: brute force ------------------------------------------------------------------------------
@@ -208,7 +204,7 @@ class PisaEngine:
         for i in range(len(queries)):
             terms, weights = queries.row(i)
             qw = quantize_query(weights, self.query_scale)
-            rows.append({"qid": str(i), "query_toks": {_term(t): float(w) for t, w in zip(terms, qw) if w > 0}})
+            rows.append({"qid": str(i), "query_toks": {term_token(t): float(w) for t, w in zip(terms, qw) if w > 0}})
         res = self._retriever(k, threads)(pd.DataFrame(rows, columns=["qid", "query_toks"]))
         out: list[np.ndarray] = [np.zeros(0, dtype=np.int64) for _ in range(len(queries))]
         for qid, group in res.groupby("qid", sort=False):
@@ -264,7 +260,7 @@ class BmpEngine:
         out = []
         for i in range(len(queries)):
             terms, weights = queries.row(i)
-            q = {_term(t): float(w) for t, w in zip(terms, weights) if w > 0}
+            q = {term_token(t): float(w) for t, w in zip(terms, weights) if w > 0}
             if not q:
                 out.append(np.zeros(0, dtype=np.int64))
                 continue
@@ -345,9 +341,9 @@ class SeismicEngine:
 
 # -- Lucene (Anserini impact index through pyserini) -------------------------------------------------
 class LuceneEngine:
-    """Lucene impact search: a JsonVectorCollection (`{"id", "contents": "", "vector": {term: impact}}`) indexed
-    in-process by Anserini's IndexCollection (`-impact -pretokenized`), searched by SimpleImpactSearcher with
-    integer query weights `round(w * query_scale)` (Lucene's exact top-k over that integer query)."""
+    """Lucene impact search: the index the Lucene backend writes (`lsr.eval.lucene.write_lucene_index`), searched
+    by SimpleImpactSearcher (the Java searcher under pyserini's LuceneImpactSearcher) with integer query weights
+    `round(w * query_scale)` (Lucene's exact top-k over that integer query)."""
 
     name = "lucene"
     mode = "exact"
@@ -358,26 +354,11 @@ class LuceneEngine:
         self._path: Path | None = None
 
     def build(self, docs: SparseBatch, workdir: Path, threads: int = 1) -> None:
-        from lsr.eval.bm25 import _prepare_jvm
+        from lsr.eval.lucene import write_lucene_index
 
-        _prepare_jvm()
-        from pyserini.pyclass import autoclass
-
-        impacts = _int_impacts(docs)
-        workdir = _fresh_dir(Path(workdir))
-        collection = workdir / "collection"
-        collection.mkdir()
-        with open(collection / "docs.jsonl", "w") as f:
-            for i, vector in enumerate(_term_dicts(docs, impacts)):
-                f.write(json.dumps({"id": str(i), "contents": "", "vector": vector}) + "\n")
-        self._path = workdir / "index"
-        args = ["-collection", "JsonVectorCollection", "-input", str(collection), "-index", str(self._path),
-                "-generator", "DefaultLuceneDocumentGenerator", "-threads", str(max(1, threads)),
-                "-impact", "-pretokenized", "-optimize", "-quiet"]
-        autoclass("io.anserini.index.IndexCollection").main(args)  # as `python -m pyserini.index.lucene` does
-        if not any(self._path.glob("segments_*")):
-            raise LsrError(f"lucene: Anserini wrote no index at {self._path}")
-        shutil.rmtree(collection)
+        _int_impacts(docs)
+        write_lucene_index(_fresh_dir(Path(workdir)), docs.to_scipy(), [str(i) for i in range(len(docs))],
+                           threads=threads, name="index")
         self.open(workdir)
 
     def build_options(self) -> dict:
@@ -404,7 +385,7 @@ class LuceneEngine:
             jq = JHashMap()
             for t, w in zip(terms, quantize_query(weights, self.query_scale)):
                 if w > 0:
-                    jq.put(_term(t), JInt(int(w)))
+                    jq.put(term_token(t), JInt(int(w)))
             if jq.size():
                 jqueries.add(jq)
                 jqids.add(str(i))

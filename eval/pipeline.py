@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from lsr.encoders.registry import DEFAULT_MAX_LENGTH
-from lsr.index import IndexReader, IndexWriter, LsrError, Run, Searcher, SparseBatch
+from lsr.index import IndexReader, IndexWriter, LsrError, Run, SparseBatch
 
 from .beir import BeirDataset
 from .metrics import evaluate_run
@@ -42,16 +42,22 @@ def model_reference(model: str) -> str:
 
 
 def build_sparse_index(dataset: BeirDataset, model: str, encoder, out: str | Path, *, bits: int = 8,
-                       overwrite: bool = False) -> dict[str, float]:
-    """Encode the corpus with `encoder` (loaded from `model`) and write the index; returns timing figures."""
+                       overwrite: bool = False, backend: str = "lsr") -> dict[str, float]:
+    """Encode the corpus with `encoder` (loaded from `model`) and write the index (with a Lucene impact index in
+    it for the `lucene` backend); returns timing figures."""
+    from .lucene import BACKENDS, write_lucene_index
+
+    if backend not in BACKENDS:
+        raise LsrError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     start = time.perf_counter()
     docs = encoder.encode_documents([d.contents for d in dataset.corpus.values()])
     encode_s = time.perf_counter() - start
     figures = {"encode_s": encode_s, "docs_per_s": len(dataset.corpus) / encode_s}
     info = {"model": model_reference(model), "max_length": encoder.max_length, "dataset": dataset.name,
-            "build": figures}
+            "build": figures, "backend": backend}
     start = time.perf_counter()
-    with IndexWriter(out, vocab_size=encoder.vocab_size, bits=bits, info=info, overwrite=overwrite) as writer:
+    with IndexWriter(out, vocab_size=encoder.vocab_size, bits=bits, info=info, overwrite=overwrite,
+                     companion=write_lucene_index if backend == "lucene" else None) as writer:
         writer.add(docs, dataset.doc_ids)
     return {**figures, "index_build_s": time.perf_counter() - start}
 
@@ -83,10 +89,12 @@ class EvalReport:
                 "num_queries": self.num_queries, "num_docs": self.num_docs, **self.efficiency}
 
 
-def open_or_build_index(dataset: BeirDataset, model: str, encoder, path: Path, bits: int = 8
+def open_or_build_index(dataset: BeirDataset, model: str, encoder, path: Path, bits: int = 8, backend: str = "lsr"
                         ) -> tuple[IndexReader, dict[str, Any]]:
-    """The sparse index at `path` if it holds this model's index of this corpus, else one built there;
-    with the encoding figures (measured now, or recorded when it was built)."""
+    """The sparse index at `path` if it holds this model's index of this corpus for this backend, else one built
+    there; with the encoding figures (measured now, or recorded when it was built)."""
+    from .lucene import index_backend
+
     if (path / "meta.json").exists():
         reader = IndexReader(path)
         built_with = reader.info.get("model")
@@ -94,18 +102,21 @@ def open_or_build_index(dataset: BeirDataset, model: str, encoder, path: Path, b
             raise LsrError(f"{path} was built with model {built_with!r}, not {model!r}")
         if reader.num_docs != len(dataset.corpus) or reader.doc_ids != dataset.doc_ids:
             raise LsrError(f"{path} indexes other documents than {dataset.name} (rebuild it or drop --index)")
+        if index_backend(reader) != backend:
+            raise LsrError(f"{path} was built for the {index_backend(reader)} backend, not {backend}")
         return reader, dict(reader.info.get("build", {}))
-    figures = build_sparse_index(dataset, model, encoder, path, bits=bits)
+    figures = build_sparse_index(dataset, model, encoder, path, bits=bits, backend=backend)
     return IndexReader(path), figures
 
 
 def build_index(dataset: BeirDataset, model: str, out: str | Path, options: EncoderOptions, *,
-                dense: str | None = None, bits: int = 8, overwrite: bool = False) -> dict[str, float]:
+                dense: str | None = None, bits: int = 8, overwrite: bool = False, backend: str = "lsr"
+                ) -> dict[str, float]:
     """`lsr index build`: the sparse index, the documents' text, and a dense store if `dense` names a model."""
     from lsr.api.service import build_dense_index, write_documents
 
     encoder = load_sparse_encoder(model, options)
-    figures = build_sparse_index(dataset, model, encoder, out, bits=bits, overwrite=overwrite)
+    figures = build_sparse_index(dataset, model, encoder, out, bits=bits, overwrite=overwrite, backend=backend)
     if dense:
         dense_figures = build_dense_index(out, dataset, dense, max_length=options.max_length or DEFAULT_MAX_LENGTH,
                                           batch_size=options.batch_size)
@@ -116,13 +127,16 @@ def build_index(dataset: BeirDataset, model: str, out: str | Path, options: Enco
 
 
 def evaluate_sparse(dataset: BeirDataset, model: str, options: EncoderOptions, index_dir: str | Path | None = None,
-                    bits: int = 8) -> EvalReport:
+                    bits: int = 8, backend: str = "lsr") -> EvalReport:
+    from .lucene import open_searcher
+
     encoder = load_sparse_encoder(model, options)
     with tempfile.TemporaryDirectory(prefix="lsr-eval-") as tmp:
-        reader, efficiency = open_or_build_index(dataset, model, encoder, Path(index_dir or Path(tmp) / "index"),
-                                                 bits)
-        efficiency["index_bytes"] = reader.size_bytes()
-        searcher = Searcher(reader)
+        path = Path(index_dir or Path(tmp) / "index")
+        reader, efficiency = open_or_build_index(dataset, model, encoder, path, bits, backend)
+        searcher = open_searcher(reader, path)
+        efficiency["index_bytes"] = reader.size_bytes() + getattr(searcher, "size_bytes", lambda: 0)()
+        efficiency["backend"] = backend
         run, vectors, encode_ms, search_ms = _timed_queries(dataset, encoder, searcher)
 
         doc_nnz = np.diff(np.asarray(reader.offsets))  # postings per term = document frequency
@@ -144,7 +158,7 @@ HYBRID_DEPTH = 100  # dense, hybrid and PRF runs are ranked to depth 100 (each l
 
 def evaluate_service(dataset: BeirDataset, model: str, options: EncoderOptions, *, dense: str | None, mode: str,
                      prf: bool, index_dir: str | Path | None = None, bits: int = 8,
-                     ranking: dict[str, Any] | None = None) -> EvalReport:
+                     ranking: dict[str, Any] | None = None, backend: str = "lsr") -> EvalReport:
     """Dense, hybrid and PRF modes through the query service, one query at a time (as the REST API runs)."""
     from lsr.api.service import SearchService, build_dense_index
     from lsr.index.dense import DenseStore, has_dense_store
@@ -152,7 +166,7 @@ def evaluate_service(dataset: BeirDataset, model: str, options: EncoderOptions, 
     encoder = load_sparse_encoder(model, options)
     with tempfile.TemporaryDirectory(prefix="lsr-eval-") as tmp:
         path = Path(index_dir or Path(tmp) / "index")
-        reader, efficiency = open_or_build_index(dataset, model, encoder, path, bits)
+        reader, efficiency = open_or_build_index(dataset, model, encoder, path, bits, backend)
         if mode != "sparse" or dense:
             dense = dense or "minilm"
             if not has_dense_store(path):
@@ -179,7 +193,7 @@ def evaluate_service(dataset: BeirDataset, model: str, options: EncoderOptions, 
                       evaluate_run(run, dataset.qrels), len(dataset.queries), len(dataset.corpus), efficiency, run)
 
 
-def _timed_queries(dataset: BeirDataset, encoder, searcher: Searcher):
+def _timed_queries(dataset: BeirDataset, encoder, searcher):
     """One query at a time, as a user's request would come: encode, then search, each timed (after one
     untimed warm-up query, so compilation and first-call costs stay out of the percentiles)."""
     searcher.search(encoder.encode_queries(["warm up"]), k=RETRIEVAL_DEPTH)
@@ -223,20 +237,21 @@ def evaluate_bm25(dataset: BeirDataset, index_dir: str | Path | None = None) -> 
 
 def evaluate(dataset: BeirDataset, model: str, options: EncoderOptions, index_dir: str | Path | None = None,
              bits: int = 8, *, dense: str | None = None, mode: str = "sparse", prf: bool = False,
-             ranking: dict[str, Any] | None = None) -> EvalReport:
-    """`ranking` holds the service's fusion, alpha and prf_placement (dense, hybrid and PRF modes)."""
+             ranking: dict[str, Any] | None = None, backend: str = "lsr") -> EvalReport:
+    """`ranking` holds the service's fusion, alpha and prf_placement (dense, hybrid and PRF modes); `backend` is
+    the sparse search backend (lsr or lucene)."""
     from lsr.encoders import SPARSE_KINDS, resolve_model
 
     kind = resolve_model(model).kind
     if kind == "bm25":
-        if dense or mode != "sparse" or prf:
-            raise LsrError("bm25 runs alone: --dense, --mode and --prf need a SPLADE --model")
+        if dense or mode != "sparse" or prf or backend != "lsr":
+            raise LsrError("bm25 runs alone: --dense, --mode, --prf and --backend need a SPLADE --model")
         return evaluate_bm25(dataset, index_dir)
     if kind not in SPARSE_KINDS:
         raise LsrError(f"model {model!r} is a {kind} model; pass a SPLADE model as --model and it as --dense")
     if mode not in ("sparse", "dense", "hybrid"):
         raise LsrError(f"--mode must be sparse, dense or hybrid, got {mode!r}")
     if mode == "sparse" and not prf:
-        return evaluate_sparse(dataset, model, options, index_dir, bits)
+        return evaluate_sparse(dataset, model, options, index_dir, bits, backend)
     return evaluate_service(dataset, model, options, dense=dense, mode=mode, prf=prf, index_dir=index_dir, bits=bits,
-                            ranking=ranking)
+                            ranking=ranking, backend=backend)

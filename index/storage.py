@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numba
 import numpy as np
@@ -74,7 +74,10 @@ class IndexWriter:
     """
 
     def __init__(self, path: str | Path, *, vocab_size: int, bits: int = 8, info: dict[str, Any] | None = None,
-                 overwrite: bool = False, block_size: int = DEFAULT_BLOCK_SIZE) -> None:
+                 overwrite: bool = False, block_size: int = DEFAULT_BLOCK_SIZE,
+                 companion: Callable[[Path, sp.csr_matrix, list[str]], Any] | None = None) -> None:
+        """`companion(folder, impacts, doc_ids)`, if given, writes another engine's index of the same integer
+        impacts (documents x terms) into the folder before it is swapped into place (the Lucene backend)."""
         if block_size < 1:
             raise LsrError(f"block_size must be positive, got {block_size}")
         self.block_size = int(block_size)
@@ -83,6 +86,7 @@ class IndexWriter:
         self.bits = bits
         self.info = dict(info or {})
         self.overwrite = overwrite
+        self.companion = companion
         self._batches: list[SparseBatch] = []
         self._doc_ids: list[str] = []
         if self.path.exists() and not overwrite:
@@ -137,6 +141,8 @@ class IndexWriter:
             for name, array in arrays.items():
                 _save_array(tmp / name, array)
             _fsync_write(tmp / DOC_IDS, json.dumps(self._doc_ids).encode())
+            if self.companion is not None:
+                self.companion(tmp, forward, self._doc_ids)
             meta = {
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,

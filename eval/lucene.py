@@ -1,0 +1,162 @@
+"""Lucene impact search as a backend for our index folders: `lsr index build --backend lucene`.
+
+The folder keeps everything our own index has (meta, doc ids, the quantised postings that PRF and the stats
+read) and gains `lucene/`: an Anserini impact index of the same integer impacts. It is built from a
+JsonVectorCollection (`{"id": doc_id, "contents": "", "vector": {"t<term_id>": impact}}`) by Anserini's
+IndexCollection (`-impact -pretokenized`), inside the index writer's temporary folder, so the folder appears
+whole or not at all. Every command that opens the folder (search, serve, eval) then ranks with pyserini's
+`LuceneImpactSearcher` on it.
+
+Lucene impact queries take integer weights: a query vector is sent as round(w * QUERY_SCALE), terms that round
+to 0 dropped, and scores come back divided by QUERY_SCALE and the index's quantisation scale, so they are on
+our scale. Rankings equal our exact search up to that query rounding and the order of exact ties.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from lsr.index import Hit, IndexFormatError, IndexReader, LsrError, Run, Searcher, SparseBatch
+
+BACKENDS = ("lsr", "lucene")
+LUCENE_DIR = "lucene"
+QUERY_SCALE = 100.0
+
+
+def term_token(term_id: int) -> str:
+    """A term id as a Lucene token (Lucene indexes strings)."""
+    return f"t{int(term_id)}"
+
+
+def write_vector_collection(impacts: sp.csr_matrix, doc_ids: Sequence[str], path: Path) -> None:
+    """One JSON line per document, in row order: its id and its nonzero integer impacts by term token."""
+    impacts = impacts.tocsr()
+    tokens = [term_token(t) for t in range(impacts.shape[1])]
+    with open(path, "w") as f:
+        for i, doc_id in enumerate(doc_ids):
+            lo, hi = impacts.indptr[i], impacts.indptr[i + 1]
+            vector = {tokens[t]: int(w) for t, w in zip(impacts.indices[lo:hi].tolist(), impacts.data[lo:hi].tolist())
+                      if w > 0}
+            f.write(json.dumps({"id": doc_id, "contents": "", "vector": vector}) + "\n")
+
+
+def write_lucene_index(folder: Path, impacts: sp.csr_matrix, doc_ids: Sequence[str], threads: int = 2,
+                       name: str = LUCENE_DIR) -> Path:
+    """Write the Lucene impact index of integer `impacts` (documents x terms) to `folder`/`name`; returns it."""
+    from .bm25 import _prepare_jvm
+
+    values = impacts.data
+    if len(values) and (values.min() < 0 or not np.array_equal(values, np.rint(values))):
+        raise LsrError("the Lucene backend takes integer impacts >= 0 (quantise the documents first)")
+    _prepare_jvm()
+    from pyserini.pyclass import autoclass
+
+    folder = Path(folder)
+    collection = folder / ".lucene-collection"
+    out = folder / name
+    shutil.rmtree(collection, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
+    collection.mkdir(parents=True)
+    try:
+        write_vector_collection(impacts, doc_ids, collection / "docs.jsonl")
+        args = ["-collection", "JsonVectorCollection", "-input", str(collection), "-index", str(out),
+                "-generator", "DefaultLuceneDocumentGenerator", "-threads", str(max(1, threads)),
+                "-impact", "-pretokenized", "-optimize", "-quiet"]
+        autoclass("io.anserini.index.IndexCollection").main(args)  # as `python -m pyserini.index.lucene` does
+    finally:
+        shutil.rmtree(collection, ignore_errors=True)
+    if not any(out.glob("segments_*")):
+        raise LsrError(f"Anserini wrote no Lucene index at {out}")
+    return out
+
+
+class LuceneImpactBackend:
+    """Searches an index folder's `lucene/` with pyserini's LuceneImpactSearcher; the `Searcher` interface."""
+
+    def __init__(self, reader: IndexReader, folder: str | Path) -> None:
+        path = Path(folder) / LUCENE_DIR
+        if not any(path.glob("segments_*")):
+            raise IndexFormatError(f"{path}: the index records the Lucene backend but holds no Lucene index "
+                                   "(rebuild it with `lsr index build --backend lucene`)")
+        from .bm25 import _prepare_jvm
+
+        _prepare_jvm()
+        from pyserini.search.lucene import LuceneImpactSearcher
+
+        # Its query encoder is for text; our queries arrive encoded, so they go to its Java searcher as the same
+        # {token: integer weight} map LuceneImpactSearcher.search builds from an encoded text.
+        self._lucene = LuceneImpactSearcher(str(path), query_encoder=None)
+        if self._lucene.num_docs != reader.num_docs:
+            raise IndexFormatError(f"{path} holds {self._lucene.num_docs} documents, the index {reader.num_docs}")
+        self.reader = reader
+        self._path = path
+        self._score_scale = 1.0 / (QUERY_SCALE * reader.quantization.scale)
+
+    def _jquery(self, terms: np.ndarray, weights: np.ndarray):
+        from pyserini.pyclass import JHashMap, JInt
+
+        if len(terms) and (terms.min() < 0 or terms.max() >= self.reader.vocab_size):
+            raise LsrError(f"query term_id outside the index vocabulary [0, {self.reader.vocab_size})")
+        jquery = JHashMap()
+        for t, w in zip(terms.tolist(), np.rint(np.asarray(weights, np.float64) * QUERY_SCALE).astype(np.int64).tolist()):
+            if w > 0:
+                jquery.put(term_token(t), JInt(w))
+        return jquery
+
+    def _hits(self, hits) -> list[Hit]:
+        return [Hit(h.docid, float(h.score) * self._score_scale) for h in hits]
+
+    def search(self, query: SparseBatch, k: int = 10) -> list[Hit]:
+        if len(query) != 1:
+            raise LsrError(f"search takes one query vector, got {len(query)}; use batch_search")
+        if k <= 0:
+            raise LsrError(f"k must be positive, got {k}")
+        jquery = self._jquery(*query.row(0))
+        return self._hits(self._lucene.object.search(jquery, int(k))) if jquery.size() else []
+
+    def batch_search(self, queries: SparseBatch, query_ids: Sequence[str], k: int = 10,
+                     threads: int | None = None) -> Run:
+        from pyserini.pyclass import JArrayList
+
+        if len(queries) != len(query_ids):
+            raise LsrError(f"{len(queries)} query vectors but {len(query_ids)} query ids")
+        if k <= 0:
+            raise LsrError(f"k must be positive, got {k}")
+        jqueries, jqids = JArrayList(), JArrayList()
+        run: Run = {qid: [] for qid in query_ids}
+        for i, qid in enumerate(query_ids):
+            jquery = self._jquery(*queries.row(i))
+            if jquery.size():
+                jqueries.add(jquery)
+                jqids.add(str(qid))
+        if jqueries.size():
+            results = self._lucene.object.batch_search(jqueries, jqids, int(k), int(threads or 2))
+            for entry in results.entrySet().toArray():
+                run[entry.getKey()] = self._hits(entry.getValue())
+        return run
+
+    def size_bytes(self) -> int:
+        """The Lucene index's own bytes (the folder's other files are counted by the reader)."""
+        return sum(p.stat().st_size for p in self._path.rglob("*") if p.is_file())
+
+    def close(self) -> None:
+        self._lucene.close()
+
+
+def index_backend(reader: IndexReader) -> str:
+    backend = reader.info.get("backend", "lsr")
+    if backend not in BACKENDS:
+        raise IndexFormatError(f"{reader.path}: unknown search backend {backend!r} in meta.json")
+    return backend
+
+
+def open_searcher(reader: IndexReader, folder: str | Path) -> Searcher | LuceneImpactBackend:
+    """The searcher the index folder was built for: ours, or Lucene impact search."""
+    if index_backend(reader) == "lucene":
+        return LuceneImpactBackend(reader, folder)
+    return Searcher(reader)
