@@ -228,7 +228,8 @@ def bench_query(corpora: list[str], engines: list[str], threads: list[int], *, k
                 if hasattr(engine, "close"):
                     engine.close()
                 continue
-            for n_threads in threads:
+            # an engine whose Python API runs queries one after another on one thread gets one row
+            for n_threads in threads if getattr(engine, "threaded", True) else sorted(threads)[:1]:
                 engine.search(queries.select([0]), k=k, threads=n_threads)  # warm-up (JIT, JVM, caches)
                 latency, results = [], []
                 for i in range(len(queries)):

@@ -106,6 +106,7 @@ class ScipyEngine:
 
     name = "scipy"
     mode = "exact"
+    threaded = False  # one matrix-vector product per query
 
     def __init__(self) -> None:
         self._docs: sp.csr_matrix | None = None
@@ -226,6 +227,7 @@ class BmpEngine:
 
     name = "bmp"
     mode = "approximate"
+    threaded = False  # bmp.Searcher.search takes one query and no thread count
 
     def __init__(self, bsize: int = 32, alpha: float = 1.0, beta: float = 1.0, compress_range: bool = False) -> None:
         self.bsize, self.alpha, self.beta, self.compress_range = int(bsize), float(alpha), float(beta), compress_range
