@@ -106,3 +106,6 @@ def test_cli_builds_and_searches_a_lucene_index(cli, data_dir, tmp_path):
     code, _, err = cli("index", "build", "--dataset", "scifact", "--model", "lsr-ifree-tiny", "--out",
                        tmp_path / "other", "--limit", "5", "--backend", "elastic", "--data-dir", data_dir)
     assert code == 2 and "backend must be one of lsr, lucene" in err
+    code, _, err = cli("eval", "--dataset", "scifact", "--split", "test", "--model", "lsr-ifree-tiny", "--limit", "60",
+                       "--index", out, "--data-dir", data_dir)
+    assert code == 2 and "was built for the lucene backend, not lsr" in err
