@@ -109,3 +109,18 @@ def test_cli_builds_and_searches_a_lucene_index(cli, data_dir, tmp_path):
     code, _, err = cli("eval", "--dataset", "scifact", "--split", "test", "--model", "lsr-ifree-tiny", "--limit", "60",
                        "--index", out, "--data-dir", data_dir)
     assert code == 2 and "was built for the lucene backend, not lsr" in err
+
+    # the REST API over that folder: the service it loads searches Lucene, from the server's worker threads
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastapi.testclient import TestClient
+
+    from lsr.api.app import Settings, create_app
+
+    with TestClient(create_app(Settings(index_dir=out, warm_up=True))) as client:
+        assert client.get("/stats").json()["backend"] == "lucene"
+        texts = ["vitamin D and bone density", "cancer risk", "insulin", "gene expression"] * 4
+        with ThreadPoolExecutor(8) as pool:
+            replies = list(pool.map(lambda t: client.post("/search", json={"query": t, "k": 3}), texts))
+        assert all(r.status_code == 200 for r in replies)
+        assert [h["doc_id"] for h in replies[0].json()["hits"]] == [h["doc_id"] for h in hits]
