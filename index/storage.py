@@ -59,6 +59,14 @@ def _fsync_write(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
+ID_DTYPES = (np.dtype(np.uint16), np.dtype(np.int32))  # doc, term and block ids: the narrowest that holds them
+
+
+def id_dtype(count: int) -> np.dtype:
+    """uint16 for ids below 65,536 (a BERT vocabulary, the block ids of up to 2M documents), else int32."""
+    return ID_DTYPES[0] if count <= 1 << 16 else ID_DTYPES[1]
+
+
 def _save_array(path: Path, array: np.ndarray) -> None:
     with open(path, "wb") as f:
         np.save(f, array, allow_pickle=False)
@@ -127,12 +135,14 @@ class IndexWriter:
         postings.sort_indices()
         bm_offsets, bm_blocks, bm_impacts = block_max(postings.indptr, postings.indices, postings.data,
                                                       self.block_size)
+        num_blocks = -(-len(self._doc_ids) // self.block_size)
         arrays = {
-            OFFSETS: postings.indptr.astype(np.int64), DOC_IDX: postings.indices.astype(np.int32),
+            OFFSETS: postings.indptr.astype(np.int64), DOC_IDX: postings.indices.astype(id_dtype(len(docs))),
             IMPACTS: postings.data.astype(quant.dtype),
-            FWD_INDPTR: forward.indptr.astype(np.int64), FWD_TERMS: forward.indices.astype(np.int32),
+            FWD_INDPTR: forward.indptr.astype(np.int64), FWD_TERMS: forward.indices.astype(id_dtype(self.vocab_size)),
             FWD_IMPACTS: forward.data.astype(quant.dtype),
-            BM_OFFSETS: bm_offsets, BM_BLOCKS: bm_blocks, BM_IMPACTS: bm_impacts.astype(quant.dtype),
+            BM_OFFSETS: bm_offsets, BM_BLOCKS: bm_blocks.astype(id_dtype(num_blocks)),
+            BM_IMPACTS: bm_impacts.astype(quant.dtype),
         }
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -257,6 +267,8 @@ class IndexReader:
                 problems.append(f"{label} offsets are not a monotone 0..{length} sequence")
             if columns.shape != (length,) or values.shape != (length,):
                 problems.append(f"{label} arrays disagree with their length {length}")
+            elif columns.dtype not in ID_DTYPES:
+                problems.append(f"{label} ids are {columns.dtype}, not uint16 or int32")
             elif values.dtype != impact_dtype:
                 problems.append(f"{label} impacts are {values.dtype}, meta says {self.quantization.bits} bits")
             elif length and (columns.min() < 0 or columns.max() >= num_columns):
