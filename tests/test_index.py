@@ -213,10 +213,14 @@ def test_search_edge_queries(tmp_path):
     present = int(reader.doc_matrix().indices[0])
     absent = next(t for t in range(100) if reader.offsets[t] == reader.offsets[t + 1])
     assert_same_as_brute_force(reader, np.array([present]), np.array([1.5]), k=10)  # single term
-    assert searcher.search_vector(np.array([absent]), np.array([2.0]), k=10)[0].size == 0  # term absent
-    assert searcher.search_vector(np.array([], np.int64), np.array([]), k=10)[0].size == 0  # empty query
-    idx, _ = searcher.search_vector(np.arange(100), np.ones(100), k=10_000)  # k larger than the corpus
-    assert len(idx) == len({int(d) for d in reader.doc_idx})
+    assert_same_as_brute_force(reader, np.array([absent, present]), np.array([2.0, 0.5]), k=10)  # one term absent
+    assert_same_as_brute_force(reader, np.arange(100), np.ones(100), k=10_000)  # k larger than the corpus
+    for algorithm in ALGORITHMS:
+        each = Searcher(reader, algorithm=algorithm)
+        assert each.search_vector(np.array([absent]), np.array([2.0]), k=10)[0].size == 0  # term absent
+        assert each.search_vector(np.array([], np.int64), np.array([]), k=10)[0].size == 0  # empty query
+        idx, _ = each.search_vector(np.arange(100), np.ones(100), k=10_000)  # k larger than the corpus
+        assert len(idx) == len({int(d) for d in reader.doc_idx})
     with pytest.raises(LsrError, match="k must be positive"):
         searcher.search_vector(np.array([present]), np.array([1.0]), k=0)
     with pytest.raises(LsrError, match="outside the index vocabulary"):
