@@ -170,8 +170,7 @@ class SearchService:
             "dense_dim": self.dense.dim if self.dense else None,
             "dense_backend": self.dense.backend if self.dense else None,
             "has_documents": bool(self.documents),
-            "index_bytes": self.reader.size_bytes() + (self.dense.size_bytes() if self.dense else 0)
-            + getattr(self.searcher, "size_bytes", lambda: 0)(),
+            "index_bytes": self.searcher.size_bytes() + (self.dense.size_bytes() if self.dense else 0),
             "backend": index_backend(self.reader),
             "modes": list(self.modes),
             "dataset": self.reader.info.get("dataset"),

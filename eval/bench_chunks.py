@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lsr.index import Searcher
+from lsr.index import IndexReader, Searcher
 
 from .bench_query import LsrEngine, corpus_vectors, fingerprint, open_or_build, quantised, query_vectors
 
@@ -30,9 +30,8 @@ def main() -> None:
     cache = Path(args.cache)
     queries = query_vectors(None, cache)
     docs = quantised(corpus_vectors(args.corpus, None, cache))
-    engine = LsrEngine()
-    open_or_build(engine, docs, fingerprint(docs), Path(args.workdir), args.corpus, threads=1)
-    reader = engine._searcher.reader
+    path, _, _ = open_or_build(LsrEngine(), docs, fingerprint(docs), Path(args.workdir), args.corpus, threads=1)
+    reader = IndexReader(path, verify_checksums=False)
     chunks = args.chunk or [reader.num_docs, 1 << 14, 1 << 15, 1 << 16, 1 << 17]
     rows, reference = [], None
     for repeat in range(2):

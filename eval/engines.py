@@ -37,7 +37,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import scipy.sparse as sp
 
-from lsr.eval.lucene import term_token
+from lsr.eval.lucene import lucene_query, quantize_query, term_token
 from lsr.index import LsrError
 from lsr.index.sparse import SparseBatch
 
@@ -79,11 +79,6 @@ def _int_impacts(docs: SparseBatch) -> np.ndarray:
     if len(impacts) and (impacts.min() < 0 or not np.allclose(impacts, docs.weights)):
         raise LsrError("engines take integer impacts >= 0 (quantise the documents first)")
     return impacts
-
-
-def quantize_query(weights: np.ndarray, scale: float) -> np.ndarray:
-    """Integer query weights for engines that take only integers: round(w * scale) (0 = term dropped)."""
-    return np.rint(np.asarray(weights, dtype=np.float64) * scale).astype(np.int64)
 
 
 def _rank(doc_idx: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
@@ -367,9 +362,9 @@ class LuceneEngine:
         return {}
 
     def open(self, workdir: Path) -> None:
-        from lsr.eval.bm25 import _prepare_jvm
+        from lsr.eval.bm25 import prepare_jvm
 
-        _prepare_jvm()
+        prepare_jvm()
         from pyserini.pyclass import autoclass
 
         self.close()
@@ -377,17 +372,13 @@ class LuceneEngine:
         self._searcher = autoclass("io.anserini.search.SimpleImpactSearcher")(str(self._path))
 
     def search(self, queries: SparseBatch, k: int, threads: int = 1) -> list[np.ndarray]:
-        from pyserini.pyclass import JArrayList, JHashMap, JInt
+        from pyserini.pyclass import JArrayList
 
         if self._searcher is None:
             raise LsrError("lucene engine: build() first")
         jqueries, jqids, asked = JArrayList(), JArrayList(), []
         for i in range(len(queries)):
-            terms, weights = queries.row(i)
-            jq = JHashMap()
-            for t, w in zip(terms, quantize_query(weights, self.query_scale)):
-                if w > 0:
-                    jq.put(term_token(t), JInt(int(w)))
+            jq = lucene_query(*queries.row(i), scale=self.query_scale)
             if jq.size():
                 jqueries.add(jq)
                 jqids.add(str(i))

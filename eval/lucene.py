@@ -33,6 +33,22 @@ def term_token(term_id: int) -> str:
     return f"t{int(term_id)}"
 
 
+def quantize_query(weights: np.ndarray, scale: float) -> np.ndarray:
+    """Integer query weights for engines that take only integers: round(w * scale) (0 = term dropped)."""
+    return np.rint(np.asarray(weights, dtype=np.float64) * scale).astype(np.int64)
+
+
+def lucene_query(terms: np.ndarray, weights: np.ndarray, scale: float = QUERY_SCALE):
+    """A Lucene impact query: {term token: round(w * scale)} as a Java map, terms that round to 0 left out."""
+    from pyserini.pyclass import JHashMap, JInt
+
+    jquery = JHashMap()
+    for t, w in zip(np.asarray(terms).tolist(), quantize_query(weights, scale).tolist()):
+        if w > 0:
+            jquery.put(term_token(t), JInt(w))
+    return jquery
+
+
 def write_vector_collection(impacts: sp.csr_matrix, doc_ids: Sequence[str], path: Path) -> None:
     """One JSON line per document, in row order: its id and its nonzero integer impacts by term token."""
     impacts = impacts.tocsr()
@@ -48,12 +64,12 @@ def write_vector_collection(impacts: sp.csr_matrix, doc_ids: Sequence[str], path
 def write_lucene_index(folder: Path, impacts: sp.csr_matrix, doc_ids: Sequence[str], threads: int = 2,
                        name: str = LUCENE_DIR) -> Path:
     """Write the Lucene impact index of integer `impacts` (documents x terms) to `folder`/`name`; returns it."""
-    from .bm25 import _prepare_jvm
+    from .bm25 import prepare_jvm
 
     values = impacts.data
     if len(values) and (values.min() < 0 or not np.array_equal(values, np.rint(values))):
         raise LsrError("the Lucene backend takes integer impacts >= 0 (quantise the documents first)")
-    _prepare_jvm()
+    prepare_jvm()
     from pyserini.pyclass import autoclass
 
     folder = Path(folder)
@@ -83,9 +99,9 @@ class LuceneImpactBackend:
         if not any(path.glob("segments_*")):
             raise IndexFormatError(f"{path}: the index records the Lucene backend but holds no Lucene index "
                                    "(rebuild it with `lsr index build --backend lucene`)")
-        from .bm25 import _prepare_jvm
+        from .bm25 import prepare_jvm
 
-        _prepare_jvm()
+        prepare_jvm()
         from pyserini.search.lucene import LuceneImpactSearcher
 
         # Its query encoder is for text; our queries arrive encoded, so they go to its Java searcher as the same
@@ -98,15 +114,9 @@ class LuceneImpactBackend:
         self._score_scale = 1.0 / (QUERY_SCALE * reader.quantization.scale)
 
     def _jquery(self, terms: np.ndarray, weights: np.ndarray):
-        from pyserini.pyclass import JHashMap, JInt
-
         if len(terms) and (terms.min() < 0 or terms.max() >= self.reader.vocab_size):
             raise LsrError(f"query term_id outside the index vocabulary [0, {self.reader.vocab_size})")
-        jquery = JHashMap()
-        for t, w in zip(terms.tolist(), np.rint(np.asarray(weights, np.float64) * QUERY_SCALE).astype(np.int64).tolist()):
-            if w > 0:
-                jquery.put(term_token(t), JInt(w))
-        return jquery
+        return lucene_query(terms, weights)
 
     def _hits(self, hits) -> list[Hit]:
         return [Hit(h.docid, float(h.score) * self._score_scale) for h in hits]
@@ -141,8 +151,8 @@ class LuceneImpactBackend:
         return run
 
     def size_bytes(self) -> int:
-        """The Lucene index's own bytes (the folder's other files are counted by the reader)."""
-        return sum(p.stat().st_size for p in self._path.rglob("*") if p.is_file())
+        """Our index files and the Lucene index's, as `Searcher.size_bytes` counts ours."""
+        return self.reader.size_bytes() + sum(p.stat().st_size for p in self._path.rglob("*") if p.is_file())
 
     def close(self) -> None:
         self._lucene.close()

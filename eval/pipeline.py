@@ -135,7 +135,7 @@ def evaluate_sparse(dataset: BeirDataset, model: str, options: EncoderOptions, i
         path = Path(index_dir or Path(tmp) / "index")
         reader, efficiency = open_or_build_index(dataset, model, encoder, path, bits, backend)
         searcher = open_searcher(reader, path)
-        efficiency["index_bytes"] = reader.size_bytes() + getattr(searcher, "size_bytes", lambda: 0)()
+        efficiency["index_bytes"] = searcher.size_bytes()
         efficiency["backend"] = backend
         run, vectors, encode_ms, search_ms = _timed_queries(dataset, encoder, searcher)
 
@@ -187,7 +187,7 @@ def evaluate_service(dataset: BeirDataset, model: str, options: EncoderOptions, 
             run[qid] = service.search(query=text, k=HYBRID_DEPTH, mode=mode, prf=prf, **ranking)
             latency.append((time.perf_counter() - t0) * 1e3)
         efficiency.update({"mode": mode, "prf": prf, "dense_model": dense, "depth": HYBRID_DEPTH, **ranking,
-                           "query_latency_ms": percentiles(latency), "index_bytes": reader.size_bytes()})
+                           "query_latency_ms": percentiles(latency), "index_bytes": service.searcher.size_bytes()})
     name = model if mode == "sparse" else f"{model}+{dense}" if mode == "hybrid" else dense
     return EvalReport(dataset.name, dataset.split, f"{name} ({mode}{', prf' if prf else ''})",
                       evaluate_run(run, dataset.qrels), len(dataset.queries), len(dataset.corpus), efficiency, run)

@@ -72,6 +72,20 @@ def _offer(scores, docs, n, k, s, d):  # pragma: no cover - compiled
     return n
 
 
+@numba.njit(inline="always")
+def _drain(acc, count, base, k, out_scores, out_docs, n):  # pragma: no cover - compiled
+    """Offer the positive scores of acc[:count] (documents base + j) to the top-k heap holding n hits, zeroing
+    every nonzero entry for the next query: one sequential scan, cheaper than a second walk over the postings.
+    Returns the new n."""
+    for j in range(count):
+        s = acc[j]
+        if s != 0.0:
+            acc[j] = 0.0
+            if s > 0.0 and (n < k or s >= out_scores[0]):
+                n = _offer(out_scores, out_docs, n, k, s, base + j)
+    return n
+
+
 CHUNK_DOCS = 1 << 16  # exhaustive search scores this many documents at a time: a 512 KB accumulator stays in cache
 
 
@@ -99,12 +113,7 @@ def _taat_query(offsets, doc_idx, impacts, num_docs, q_terms, q_weights, k, acc,
             for p in range(start, stop):
                 acc[doc_idx[p] - lo] += w * impacts[p]
             pos[i] = stop
-        for j in range(hi - lo):  # a sequential scan beats a second random walk over the postings
-            s = acc[j]
-            if s != 0.0:
-                acc[j] = 0.0
-                if s > 0.0 and (n < k or s >= out_scores[0]):
-                    n = _offer(out_scores, out_docs, n, k, s, lo + j)
+        n = _drain(acc, hi - lo, lo, k, out_scores, out_docs, n)
     return n
 
 
@@ -279,14 +288,7 @@ def _maxscore_query(offsets, doc_idx, impacts, term_max, q_terms, q_weights, k, 
                 n = _offer(out_scores, out_docs, n, k, s, d)
         acc[:] = 0.0
         return n, read
-    n = 0
-    for d in range(num_docs):  # as in _taat_query
-        s = acc[d]
-        if s != 0.0:
-            acc[d] = 0.0
-            if s > 0.0 and (n < k or s >= out_scores[0]):
-                n = _offer(out_scores, out_docs, n, k, s, d)
-    return n, read
+    return _drain(acc, num_docs, 0, k, out_scores, out_docs, 0), read
 
 
 @numba.njit(cache=True, parallel=True)
@@ -525,6 +527,10 @@ class Searcher:
             raise LsrError(f"{len(queries)} query vectors but {len(query_ids)} query ids")
         results = self.search_batch_vectors(queries, k=k, threads=threads)
         return {qid: self._hits(*result) for qid, result in zip(query_ids, results)}
+
+    def size_bytes(self) -> int:
+        """The bytes of the index files this searcher reads."""
+        return self.reader.size_bytes()
 
     def _hits(self, idx: np.ndarray, scores: np.ndarray) -> list[Hit]:
         ids = self.reader.doc_ids
