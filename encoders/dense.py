@@ -12,7 +12,7 @@ import numpy as np
 
 from lsr.index import LsrError
 
-from .registry import checked_texts
+from .base import check_sizes, checked_texts
 
 
 class DenseEncoder:
@@ -22,10 +22,7 @@ class DenseEncoder:
                  show_progress: bool = False) -> None:
         from sentence_transformers import SentenceTransformer
 
-        if max_length < 2:
-            raise LsrError(f"max_length must be at least 2, got {max_length}")
-        if batch_size < 1:
-            raise LsrError(f"batch_size must be positive, got {batch_size}")
+        check_sizes(batch_size=batch_size, max_length=max_length)
         try:
             self.model = SentenceTransformer(source, device=device or "cpu", local_files_only=_is_local(source))
         except (OSError, ValueError) as e:

@@ -22,7 +22,7 @@ Padding: the batch is built here with the tokenizer's `padding_side` (pad id = p
 eos_token_id, else 0), and explicit `position_ids = clamp(cumsum(attention_mask) - 1, 0)` are passed, so left
 padding neither shifts rotary positions nor changes the vectors: left and right padding agree.
 
-The vocabulary projection (`lm_head`) is detached (lsr.encoders.splade.detach_output_head): the network
+The vocabulary projection (`lm_head`) is detached (lsr.encoders.base.detach_output_head): the network
 returns final normed hidden states and lsr.kernels.splade_head does projection, log1p(relu) and the masked
 max without (B, T, V) logits. Optional LoRA (peft) trains adapters on the attention projections only;
 `merge_lora()` folds them into the base weights. `save(folder)` writes the merged weights with the lm_head put
@@ -36,16 +36,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
-import scipy.sparse as sp
 import torch
-from tqdm.auto import tqdm
 
 from lsr.index import LsrError, SparseBatch
-from lsr.kernels import splade_head
+from lsr.kernels import check_backend, splade_head
 
-from .registry import DEFAULT_MAX_LENGTH, checked_texts, read_encoder_settings, write_encoder_settings
-from .splade import detach_output_head
+from .base import (DEFAULT_MAX_LENGTH, check_sizes, checked_texts, detach_output_head, encode_sorted,
+                   final_hidden_states, read_encoder_settings, write_encoder_settings)
 
 # A learned vocabulary bias for the head (SPLADE's MLM decoder has one; decoder lm_heads do not): kept beside
 # the Hugging Face weights so the checkpoint stays a plain causal LM. Absent for hub models: no bias.
@@ -72,6 +69,7 @@ class EchoSpladeEncoder:
         import transformers
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        check_backend(head)  # before a large model is loaded
         saved = read_encoder_settings(source)
         if max_length is None:
             max_length = int(saved.get("max_length", DEFAULT_MAX_LENGTH))
@@ -108,8 +106,8 @@ class EchoSpladeEncoder:
 
     def _setup(self, model, tokenizer, *, max_length, batch_size, head, device, show_progress, echo, template,
                lora, vocab_bias=None) -> None:
-        if batch_size < 1:
-            raise LsrError(f"batch_size must be positive, got {batch_size}")
+        check_sizes(batch_size=batch_size)  # max_length: checked against the template below
+        check_backend(head)  # lsr.kernels.HeadError for an unknown backend
         self.tokenizer = tokenizer
         self.echo = bool(echo)
         self.template = {**DEFAULT_TEMPLATE, **(template or {})}
@@ -203,8 +201,8 @@ class EchoSpladeEncoder:
         token is pooled (right for echo=False inputs only); without position_ids they come from the mask."""
         if position_ids is None:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                            use_cache=False).logits  # final hidden states: the lm_head is detached
+        hidden = final_hidden_states(self.model, input_ids=input_ids, attention_mask=attention_mask,
+                                     position_ids=position_ids, use_cache=False)
         return splade_head(hidden, self.head_module.weight, self.head_module.bias,
                            attention_mask=attention_mask if pool_mask is None else pool_mask, backend=self.head)
 
@@ -217,20 +215,9 @@ class EchoSpladeEncoder:
     @torch.inference_mode()
     def encode(self, texts: Sequence[str], desc: str = "texts") -> SparseBatch:
         sequences = self._sequences(texts)
-        if not sequences:
-            return SparseBatch.empty(self.vocab_size)
-        order = np.argsort([-len(ids) for ids, _ in sequences], kind="stable")
-        rows: list[sp.csr_matrix] = [None] * len(sequences)  # type: ignore[list-item]
-        with tqdm(total=len(sequences), desc=f"encoding {desc}", unit="text",
-                  disable=not self.show_progress or len(sequences) <= self.batch_size) as bar:
-            for start in range(0, len(sequences), self.batch_size):
-                batch_idx = order[start:start + self.batch_size]
-                out = self.forward(**self._pad([sequences[i] for i in batch_idx]))
-                block = sp.csr_matrix(out.float().cpu().numpy())
-                for j, i in enumerate(batch_idx):
-                    rows[i] = block[j]
-                bar.update(len(batch_idx))
-        return SparseBatch.from_scipy(sp.vstack(rows, format="csr"))
+        return encode_sorted(sequences, [len(ids) for ids, _ in sequences],
+                             lambda batch: self.forward(**self._pad(batch)), vocab_size=self.vocab_size,
+                             batch_size=self.batch_size, desc=desc, show_progress=self.show_progress)
 
     # -- LoRA and checkpoints -------------------------------------------------------------------------
     def merge_lora(self) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 
 from lsr.index import LsrError, SparseBatch
 
-from .registry import checked_texts, read_json_object
+from .base import checked_texts, read_json_object
 
 IDF_FILE = "idf.json"
 

@@ -14,41 +14,12 @@ from pathlib import Path
 
 from lsr.index import LsrError
 
+from .base import DEFAULT_MAX_LENGTH  # noqa: F401  (lives in .base; still importable from here, as before)
+from .echo import EchoSpladeEncoder
+from .splade import SpladeEncoder
+
 KINDS = ("splade", "echo", "dense", "bm25")  # splade: masked-LM SPLADE; echo: decoder-only Echo SPLADE
 SPARSE_KINDS = ("splade", "echo")
-
-
-DEFAULT_MAX_LENGTH = 256  # tokens per text when neither the caller nor the model's settings say
-ENCODER_SETTINGS_FILE = "lsr_encoder.json"  # what a saved sparse encoder records beside its weights
-
-
-def checked_texts(texts) -> list[str]:
-    """The texts an encoder was given, as a list; every one must be a string."""
-    texts = list(texts)
-    if not all(isinstance(t, str) for t in texts):
-        raise LsrError("encode: every text must be a string")
-    return texts
-
-
-def read_json_object(path: Path, what: str) -> dict:
-    """A JSON object from a model folder's file; a clear error naming the file and `what` it should hold."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise LsrError(f"{path}: not a readable {what} ({e})") from e
-    if not isinstance(value, dict):
-        raise LsrError(f"{path}: expected a JSON object ({what})")
-    return value
-
-
-def read_encoder_settings(source: str | Path) -> dict:
-    """The settings a checkpoint folder records for its encoder (max_length, echo, ...); {} for none."""
-    path = Path(source) / ENCODER_SETTINGS_FILE
-    return read_json_object(path, "encoder settings file") if path.is_file() else {}
-
-
-def write_encoder_settings(folder: str | Path, settings: dict) -> None:
-    (Path(folder) / ENCODER_SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
 
 
 @dataclass(frozen=True)
@@ -130,11 +101,7 @@ def load_sparse_encoder(spec: ModelSpec, **options):
     """The sparse encoder for a resolved model: SpladeEncoder (masked LM; inference-free when the folder holds
     an IDF table) or EchoSpladeEncoder (causal LM). `options` go to the encoder's constructor."""
     if spec.kind == "splade":
-        from .splade import SpladeEncoder
-
         return SpladeEncoder(spec.source, **options)
     if spec.kind == "echo":
-        from .echo import EchoSpladeEncoder
-
         return EchoSpladeEncoder(spec.source, **options)
     raise LsrError(f"model {spec.name!r} is a {spec.kind} model, not a sparse encoder")

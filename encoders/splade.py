@@ -4,35 +4,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-import scipy.sparse as sp
 import torch
-from tqdm.auto import tqdm
 
 from lsr.index import LsrError, SparseBatch
-from lsr.kernels import splade_head
+from lsr.kernels import check_backend, splade_head
 
+from .base import (DEFAULT_MAX_LENGTH, check_sizes, checked_texts, detach_output_head, encode_sorted,
+                   final_hidden_states, read_encoder_settings, write_encoder_settings)
 from .idf import IdfQueryEncoder, has_idf
-from .registry import DEFAULT_MAX_LENGTH, checked_texts, read_encoder_settings, write_encoder_settings
-
-
-def detach_output_head(model: torch.nn.Module) -> torch.nn.Linear:
-    """Swap the model's vocabulary projection for an identity and return the projection.
-
-    The model's forward then yields the hidden states right before the projection (after the MLM transform
-    layer for BERT-style heads, or the final norm for decoder `lm_head`s), and the head function computes
-    projection, activation and pooling without materialising (batch, tokens, vocab) logits. The returned
-    module keeps the original parameters, so weights stay tied to the input embeddings.
-    """
-    head = model.get_output_embeddings()
-    if not isinstance(head, torch.nn.Linear):
-        raise LsrError(f"{type(model).__name__}: output embeddings are {type(head).__name__}, expected Linear")
-    for parent in model.modules():
-        for child_name, child in parent.named_children():
-            if child is head:
-                setattr(parent, child_name, torch.nn.Identity())
-                return head
-    raise LsrError(f"{type(model).__name__}: could not find the output projection module")
 
 
 class SpladeEncoder:
@@ -50,10 +29,8 @@ class SpladeEncoder:
 
         if max_length is None:
             max_length = int(read_encoder_settings(source).get("max_length", DEFAULT_MAX_LENGTH))
-        if max_length < 2:
-            raise LsrError(f"max_length must be at least 2, got {max_length}")
-        if batch_size < 1:
-            raise LsrError(f"batch_size must be positive, got {batch_size}")
+        check_sizes(batch_size=batch_size, max_length=max_length)
+        check_backend(head)  # lsr.kernels.HeadError before the model is loaded
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source)
             model = AutoModelForMaskedLM.from_pretrained(source)
@@ -89,15 +66,18 @@ class SpladeEncoder:
         return {"input_ids": batch["input_ids"].to(self.device), "attention_mask": batch["attention_mask"].to(self.device)}
 
     def save(self, folder: str | Path) -> None:
-        """save_pretrained of the model (the tied projection and its bias included), the tokenizer and the
-        encoder settings; the IDF table of an inference-free model is the query side's to save."""
+        """Everything loading read: save_pretrained of the model (the tied projection and its bias included),
+        the tokenizer, the encoder settings (lsr_encoder.json) and, for an inference-free model, the IDF table
+        (idf.json), so the saved folder loads back into the same encoder."""
         self.model.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
         write_encoder_settings(folder, {"max_length": self.max_length})
+        if self.query_encoder is not None:
+            self.query_encoder.save(folder)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(batch, vocab) SPLADE weights for one padded batch (differentiable)."""
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).logits  # pre-projection states
+        hidden = final_hidden_states(self.model, input_ids=input_ids, attention_mask=attention_mask)
         return splade_head(hidden, self.head_module.weight, self.head_module.bias, attention_mask=attention_mask,
                            backend=self.head)
 
@@ -107,15 +87,10 @@ class SpladeEncoder:
         if not texts:
             return SparseBatch.empty(self.vocab_size)
         ids = self.tokenizer(texts, truncation=True, max_length=self.max_length, add_special_tokens=True)["input_ids"]
-        order = np.argsort([-len(x) for x in ids], kind="stable")
-        rows: list[sp.csr_matrix] = [None] * len(texts)  # type: ignore[list-item]
-        with tqdm(total=len(texts), desc=f"encoding {desc}", unit="text", disable=not self.show_progress or len(texts) <= self.batch_size) as bar:
-            for start in range(0, len(texts), self.batch_size):
-                batch_idx = order[start:start + self.batch_size]
-                padded = self.tokenizer.pad({"input_ids": [ids[i] for i in batch_idx]}, return_tensors="pt")
-                out = self.forward(padded["input_ids"].to(self.device), padded["attention_mask"].to(self.device))
-                block = sp.csr_matrix(out.float().cpu().numpy())
-                for j, i in enumerate(batch_idx):
-                    rows[i] = block[j]
-                bar.update(len(batch_idx))
-        return SparseBatch.from_scipy(sp.vstack(rows, format="csr"))
+
+        def run_batch(batch: list[list[int]]) -> torch.Tensor:
+            padded = self.tokenizer.pad({"input_ids": batch}, return_tensors="pt")
+            return self.forward(padded["input_ids"].to(self.device), padded["attention_mask"].to(self.device))
+
+        return encode_sorted(ids, [len(x) for x in ids], run_batch, vocab_size=self.vocab_size,
+                             batch_size=self.batch_size, desc=desc, show_progress=self.show_progress)

@@ -13,10 +13,15 @@ point the encoders call; the backends behind `backend=`:
   for). The default for CUDA tensors. On CPU it runs only under the Triton interpreter (TRITON_INTERPRET=1
   set before the module is imported), which is slow: for tests on small shapes.
 
+User mistakes (an unknown backend, inputs of the wrong kind, dtype or shape) raise `HeadError`, a ValueError
+with a one-line message. This package imports nothing from the rest of lsr: it is the bottom layer.
+
 The head serves BERT MLM heads (hidden = output of the transform layer, bias = decoder bias) and decoder
 `lm_head`s (bias=None) alike.
 """
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -34,37 +39,65 @@ def splade_head_reference(hidden: torch.Tensor, weight: torch.Tensor, bias: torc
     return torch.log1p(torch.relu(pooled))
 
 
-def resolve_backend(backend: str, hidden: torch.Tensor) -> str:
-    """`auto` -> `triton` for CUDA tensors, else `torch`; other names are checked and returned."""
-    if backend not in ("auto", *BACKENDS):
-        raise ValueError(f"unknown SPLADE head backend {backend!r}; choose from auto, {', '.join(BACKENDS)}")
-    if backend == "auto":
-        return "triton" if hidden.is_cuda else "torch"
+class HeadError(ValueError):
+    """A user mistake in calling the SPLADE head: an unknown backend, a backend this machine cannot run, or
+    inputs of the wrong kind, dtype or shape. One line naming what is wrong and what is accepted; callers that
+    take the backend name from a user (the CLI's --head) catch this type."""
+
+
+def check_backend(backend: str) -> str:
+    """`backend` if it names a backend (or `auto`), else HeadError naming the valid ones."""
+    if not isinstance(backend, str) or backend not in ("auto", *BACKENDS):
+        raise HeadError(f"unknown SPLADE head backend {backend!r}; choose from auto, {', '.join(BACKENDS)}")
     return backend
 
 
-def _check_shapes(hidden, weight, bias, attention_mask) -> None:
+def resolve_backend(backend: str, hidden: torch.Tensor) -> str:
+    """`auto` -> `triton` for CUDA tensors, else `torch`; other names are checked and returned."""
+    if check_backend(backend) == "auto":
+        return "triton" if hidden.is_cuda else "torch"
+    if backend == "triton" and not hidden.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        raise HeadError("SPLADE head backend 'triton' needs CUDA tensors (on CPU it runs only under "
+                        "TRITON_INTERPRET=1); use auto, torch or reference")
+    return backend
+
+
+def _check_inputs(hidden, weight, bias, attention_mask) -> None:
+    named = {"hidden": hidden, "weight": weight, "bias": bias, "attention_mask": attention_mask}
+    for name, t in named.items():
+        if t is None and name == "bias":
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise HeadError(f"SPLADE head: {name} must be a torch.Tensor, got {type(t).__name__}")
+        if name != "attention_mask" and not t.is_floating_point():
+            raise HeadError(f"SPLADE head: {name} must be a floating-point tensor, got {t.dtype}")
+        if t.device != hidden.device:
+            raise HeadError(f"SPLADE head: {name} is on {t.device}, hidden on {hidden.device}")
     if hidden.dim() != 3 or weight.dim() != 2 or hidden.shape[-1] != weight.shape[-1]:
-        raise ValueError(f"SPLADE head: hidden must be (B, T, h) and weight (V, h); got {tuple(hidden.shape)} "
-                         f"and {tuple(weight.shape)}")
+        raise HeadError(f"SPLADE head: hidden must be (B, T, h) and weight (V, h); got {tuple(hidden.shape)} "
+                        f"and {tuple(weight.shape)}")
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
-        raise ValueError(f"SPLADE head: bias must be ({weight.shape[0]},), got {tuple(bias.shape)}")
+        raise HeadError(f"SPLADE head: bias must be ({weight.shape[0]},), got {tuple(bias.shape)}")
     if tuple(attention_mask.shape) != tuple(hidden.shape[:2]):
-        raise ValueError(f"SPLADE head: attention_mask must be {tuple(hidden.shape[:2])}, "
-                         f"got {tuple(attention_mask.shape)}")
+        raise HeadError(f"SPLADE head: attention_mask must be {tuple(hidden.shape[:2])}, "
+                        f"got {tuple(attention_mask.shape)}")
 
 
 def splade_head(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
                 attention_mask: torch.Tensor, backend: str = "auto") -> torch.Tensor:
-    """(batch, vocab) SPLADE vectors from final hidden states; see the module docstring."""
+    """(batch, vocab) SPLADE vectors from final hidden states; see the module docstring. HeadError for an
+    unknown or unrunnable backend and for inputs of the wrong kind, dtype or shape."""
+    check_backend(backend)  # the name first: it needs no tensors
+    _check_inputs(hidden, weight, bias, attention_mask)
     backend = resolve_backend(backend, hidden)
-    _check_shapes(hidden, weight, bias, attention_mask)
     if backend == "reference":
         return splade_head_reference(hidden, weight, bias, attention_mask)
     if backend == "torch":
         from .torch_head import splade_head_torch
 
         return splade_head_torch(hidden, weight, bias, attention_mask)
-    from .triton_head import splade_head_triton  # imports triton; see the module docstring for CPU use
-
+    try:
+        from .triton_head import splade_head_triton  # imports triton; see the module docstring for CPU use
+    except ImportError as e:
+        raise HeadError(f"SPLADE head backend 'triton' needs the triton package ({e}); use auto or torch") from e
     return splade_head_triton(hidden, weight, bias, attention_mask)

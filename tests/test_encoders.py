@@ -7,7 +7,7 @@ import torch
 
 from lsr.encoders import registered_names, resolve_model
 from lsr.index import LsrError
-from lsr.kernels import splade_head
+from lsr.kernels import HeadError, splade_head
 
 
 def test_resolver_finds_bundled_models():
@@ -86,3 +86,29 @@ def test_shipped_echo_model_loads_offline():
     terms, weights = encoder.encode_queries(["tumor suppressor protein"]).row(0)
     assert 0 < len(terms) < 200 and np.all(weights > 0)
     assert "tumor" in encoder.tokenizer.convert_ids_to_tokens(terms[np.argsort(-weights)[:10]].tolist())
+
+
+def test_inference_free_model_saves_what_it_loaded(tmp_path):
+    """save writes back the IDF table (and lsr_encoder.json) it loaded: the saved folder is the same encoder."""
+    from lsr.encoders import IDF_FILE, SpladeEncoder, load_sparse_encoder
+
+    encoder = load_sparse_encoder(resolve_model("lsr-ifree-tiny"), show_progress=False)
+    encoder.save(tmp_path)
+    assert (tmp_path / IDF_FILE).is_file()
+    reloaded = SpladeEncoder(str(tmp_path), show_progress=False)
+    assert reloaded.inference_free and reloaded.max_length == encoder.max_length == 512
+    queries = ["the tumor suppressor p53", "vitamin D and multiple sclerosis", "a", ""]
+    before, after = encoder.encode_queries(queries), reloaded.encode_queries(queries)
+    np.testing.assert_array_equal(after.to_scipy().toarray(), before.to_scipy().toarray())
+    assert before.to_scipy().nnz > 0
+    docs = ["The tumor suppressor p53 is mutated in most cancers."]
+    np.testing.assert_array_equal(reloaded.encode_documents(docs).to_scipy().toarray(),
+                                  encoder.encode_documents(docs).to_scipy().toarray())
+
+
+def test_unknown_head_backend_is_refused_before_the_model_loads(tmp_path):
+    from lsr.encoders import EchoSpladeEncoder, SpladeEncoder
+
+    for cls in (SpladeEncoder, EchoSpladeEncoder):
+        with pytest.raises(HeadError, match="choose from auto, reference, torch, triton"):
+            cls(str(tmp_path / "no-model-here"), head="bogus")
