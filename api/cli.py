@@ -177,7 +177,7 @@ def bench_head(json_out: JsonOut = None,
                backend: Annotated[Optional[list[str]], typer.Option("--backend", help="backend (repeatable) [all available]")] = None,
                repeats: Annotated[int, typer.Option("--repeats", help="timed calls after the first")] = 5) -> None:
     """The head alone: median time and peak memory per backend, forward and forward+backward."""
-    from lsr.eval.bench import bench_head as run
+    from lsr.eval.bench.measure import bench_head as run
 
     rows = run(batch=batch, seq=seq, vocabs=vocab, dtype=dtype, backends=backend, repeats=repeats,
                dim=dim, json_path=json_out)
@@ -203,7 +203,7 @@ def bench_encode(json_out: JsonOut = None, dataset: Annotated[str, typer.Option(
                      help="also time sentence-transformers' SparseEncoder on the same weights")] = True,
                  max_length: MaxLength = 256, batch_size: BatchSize = 32, data_dir: DataDir = None) -> None:
     """End to end: docs/s encoding a corpus prefix per head backend, against sentence-transformers."""
-    from lsr.eval.bench import bench_encode as run
+    from lsr.eval.bench.measure import bench_encode as run
 
     rows = run(limit=limit, dataset=dataset, data_dir=data_dir, model=model, max_length=max_length,
                batch_size=batch_size, heads=head, sentence_transformers=sentence_transformers, json_path=json_out)
@@ -235,7 +235,7 @@ def bench_decoder_cmd(
         dataset: Dataset = "scifact", max_length: MaxLength = 256, batch_size: BatchSize = 16,
         data_dir: DataDir = None) -> None:
     """Echo SPLADE on a random-weight Mistral (7B shape in bf16 on CUDA): time and memory per head backend."""
-    from lsr.eval.bench import bench_decoder as run
+    from lsr.eval.bench.measure import bench_decoder as run
 
     rows = run(vocabs=vocab, docs=docs, max_length=max_length, batch_size=batch_size, hidden=hidden, layers=layers,
                heads=heads, kv_heads=kv_heads, intermediate=intermediate, dtype=dtype, backends=head,
@@ -272,7 +272,7 @@ def bench_query(json_out: JsonOut = None,
     left in --workdir by an earlier run on the same vectors are reused, with the build time measured then."""
     import os
 
-    from lsr.eval.bench_query import bench_query as run, write_results
+    from lsr.eval.bench.query import bench_query as run, write_results
 
     rows = run(corpus or ["scifact", "nfcorpus"], engine or ["lsr", "scipy", "pisa", "bmp", "seismic", "lucene"],
                threads or sorted({1, os.cpu_count() or 1}), data_dir=data_dir, cache=cache, workdir=workdir,
@@ -286,7 +286,7 @@ def bench_serve(index: Annotated[Path, typer.Argument(help="index folder")], jso
                 clients: Annotated[int, typer.Option("--clients")] = 32,
                 seconds: Annotated[float, typer.Option("--seconds")] = 60.0, mode: ModeOpt = "sparse") -> None:
     """Load-test the REST API on loopback: QPS, p50/p99 latency, failures, server memory."""
-    from lsr.eval.loadtest import load_test
+    from lsr.eval.bench.loadtest import load_test
 
     result = load_test(index, clients=clients, seconds=seconds, mode=mode)
     typer.echo(json.dumps(result, indent=2))

@@ -1,10 +1,10 @@
-"""lsr.eval.bench.bench_decoder on a tiny random Mistral: row keys, agreement with the reference head, JSON file.
+"""lsr.eval.bench.measure.bench_decoder on a tiny random Mistral: row keys, agreement with the reference head, JSON file.
 Each (vocabulary, backend) runs in its own subprocess (peak RSS), so this takes ~20 s on 2 cores."""
 from __future__ import annotations
 
 import json
 
-from lsr.eval.bench import bench_decoder
+from lsr.eval.bench.measure import bench_decoder
 
 KEYS = {"device", "device_name", "torch", "time", "bench", "model", "backend", "vocab", "hidden", "layers", "heads",
         "kv_heads", "intermediate", "dtype", "dataset", "docs", "num_docs", "max_length", "batch_size", "echo",

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import scipy.sparse as sp
 
-from lsr.eval.bench_query import QUERY_SETS
+from lsr.eval.bench.query import QUERY_SETS
 from lsr.index import SparseBatch
 
 VOCAB = 500

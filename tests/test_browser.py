@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from lsr.eval.loadtest import running_server
+from lsr.eval.bench.loadtest import running_server
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402

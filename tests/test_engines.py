@@ -91,7 +91,7 @@ def test_engine_opens_what_it_built(built, corpus):
 
 
 def test_bench_reuses_an_index_built_from_the_same_documents(corpus, tmp_path):
-    from lsr.eval.bench_query import LsrEngine, fingerprint, open_or_build
+    from lsr.eval.bench.query import LsrEngine, fingerprint, open_or_build
 
     docs, queries, _, _ = corpus
     key = fingerprint(docs)

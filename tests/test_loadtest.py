@@ -2,7 +2,7 @@
 full 32 clients x 60 s)."""
 from __future__ import annotations
 
-from lsr.eval.loadtest import load_test
+from lsr.eval.bench.loadtest import load_test
 
 
 def test_load_test_on_loopback(api_index_dir):

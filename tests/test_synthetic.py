@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from lsr.eval.synthetic import synthesize
+from lsr.eval.bench.synthetic import synthesize
 from lsr.index import LsrError, SparseBatch
 
 

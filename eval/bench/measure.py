@@ -5,7 +5,7 @@ The spec is imported from the package (`lsr.kernels.splade_head` with backend="r
 
 Peak memory:
 - CUDA: torch.cuda.max_memory_allocated() during the call minus what was allocated before it.
-- CPU: every (backend, mode) runs in a fresh subprocess (`python -m lsr.eval.bench --worker CONFIG`); the
+- CPU: every (backend, mode) runs in a fresh subprocess (`python -m lsr.eval.bench.measure --worker CONFIG`); the
   peak RSS (VmHWM, the process's own high-water mark, reset to the current RSS through /proc/self/clear_refs
   just before the call) after its first full-size call minus the RSS with the inputs in place and the
   libraries warmed up by a tiny call. Not ru_maxrss: a spawned child's starts at its parent's peak RSS.
@@ -163,7 +163,7 @@ def _peak_and_times(device: str, call, repeats: int, warmup=None) -> tuple[float
 
 
 def _measure_in_subprocess(config: dict[str, Any]) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, "-m", "lsr.eval.bench", "--worker", json.dumps(config)],
+    done = subprocess.run([sys.executable, "-m", "lsr.eval.bench.measure", "--worker", json.dumps(config)],
                           capture_output=True, text=True)
     if done.returncode != 0:
         return {**config, "error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"}
@@ -456,4 +456,4 @@ if __name__ == "__main__":  # worker: one measurement in a fresh process (see me
         measure = measure_decoder if worker_config.get("bench") == "decoder" else measure_head
         print(json.dumps(measure(worker_config)))
     else:
-        raise SystemExit("usage: python -m lsr.eval.bench --worker CONFIG_JSON (use `lsr bench` instead)")
+        raise SystemExit("usage: python -m lsr.eval.bench.measure --worker CONFIG_JSON (use `lsr bench` instead)")

@@ -1,4 +1,4 @@
-"""Exhaustive search with and without chunking, side by side: `python -m lsr.eval.bench_chunks 1M`.
+"""Exhaustive search with and without chunking, side by side: `python -m lsr.eval.bench.chunks 1M`.
 
 Times `Searcher(chunk_docs=...)` on one corpus of `lsr bench query` (its cached vectors and kept index), one
 query at a time over the real queries, every chunk size in turn, twice; `chunk_docs` = the corpus size is one
@@ -15,7 +15,7 @@ import numpy as np
 
 from lsr.index import IndexReader, Searcher
 
-from .bench_query import LsrEngine, corpus_vectors, fingerprint, open_or_build, quantised, query_vectors
+from .query import LsrEngine, corpus_vectors, fingerprint, open_or_build, quantised, query_vectors
 
 
 def main() -> None:

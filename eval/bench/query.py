@@ -2,7 +2,7 @@
 force, on the same 8-bit quantised document vectors, in one run.
 
 Corpora: the real SPLADE-tiny vectors of scifact and nfcorpus (encoded once, cached), and synthetic corpora
-of any size ("100k", "1M") drawn from them by `lsr.eval.synthetic.synthesize`. Queries: the real encoded
+of any size ("100k", "1M") drawn from them by `lsr.eval.bench.synthetic.synthesize`. Queries: the real encoded
 queries of scifact test and nfcorpus dev. Every row: build time, index bytes per posting, single-query mean and
 p99 latency (one call per query), QPS (one batch call), recall@10 against our exact results.
 """
@@ -23,7 +23,7 @@ import numpy as np
 from lsr.index import IndexReader, IndexWriter, LsrError, Quantization, Searcher, SparseBatch
 from lsr.index.storage import FORMAT_VERSION
 
-from .engines import make_engine
+from lsr.eval.engines import make_engine
 
 QUERY_SETS = (("scifact", "test"), ("nfcorpus", "dev"))
 
@@ -43,14 +43,14 @@ def _encode_cached(cache: Path, name: str, texts_fn, queries: bool) -> SparseBat
 
 
 def real_vectors(dataset: str, data_dir: str | Path | None, cache: Path) -> SparseBatch:
-    from .beir import load_corpus
+    from lsr.eval.beir import load_corpus
 
     return _encode_cached(cache, f"{dataset}-docs", lambda: [d.contents for d in
                                                              load_corpus(dataset, data_dir).corpus.values()], False)
 
 
 def query_vectors(data_dir: str | Path | None, cache: Path) -> SparseBatch:
-    from .beir import load_beir
+    from lsr.eval.beir import load_beir
 
     return SparseBatch.concat([_encode_cached(cache, f"{d}-{s}-queries", lambda d=d, s=s: list(
         load_beir(d, s, data_dir).queries.values()), True) for d, s in QUERY_SETS])
