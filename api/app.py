@@ -1,14 +1,17 @@
 """The REST endpoint: `create_app(settings)` builds a FastAPI app whose `SearchService` loads in `lifespan`.
 
 Routes: GET / (a search page), POST /search, GET /search?q=..., GET /documents/{doc_id}, GET /stats,
-GET /health. Bad input is a 4xx with a one-line `detail` (LsrError -> 400, unknown doc_id -> 404, schema
-violations -> 422, oversized bodies -> 413, URLs or bodies that are not UTF-8 -> 400); blocking work
-(encoding, search) runs in a worker thread.
+GET /health (GET routes answer HEAD too). Bad input is a 4xx with a one-line `detail` (LsrError -> 400,
+unknown doc_id -> 404, schema violations -> 422, oversized bodies -> 413, URLs or bodies that are not UTF-8 ->
+400, a body not received within `body_timeout_s` -> 408); a key, when set, is checked before anything else
+(401). Blocking work (encoding, search) runs in a worker thread. `lsr serve` (api/server.py) adds the
+connection-level limits uvicorn lacks: a deadline for the request head and a connection cap.
 
-    uvicorn --factory lsr.api.app:app_from_env     # reads LSR_INDEX_DIR, ...
+    uvicorn --factory lsr.api.app:app_from_env     # reads LSR_INDEX_DIR, ...; no request-head deadline
 """
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from contextlib import asynccontextmanager
@@ -16,22 +19,26 @@ from pathlib import Path
 from typing import Annotated, AsyncIterator, Literal
 from urllib.parse import unquote_to_bytes
 
+import anyio
 import anyio.to_thread
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from starlette.requests import ClientDisconnect
 
-from lsr.index import LsrError
+from lsr.encoders.provider import open_service
+from lsr.index import DocumentNotFound, LsrError, SearchService
 
-from .schemas import (MAX_DOC_ID_CHARS, MAX_K, MAX_QUERY_CHARS, DocumentOut, ErrorOut, Fusion, HealthOut, HitOut,
-                      Mode, PrfPlacement, SearchRequest, SearchResponse, StatsOut)
-from .service import DocumentNotFound, SearchService
+from .schemas import (DEFAULT, MAX_DOC_ID_CHARS, MAX_K, MAX_QUERY_CHARS, DocumentOut, ErrorOut, Fusion, HealthOut,
+                      HitOut, Mode, PrfPlacement, SearchRequest, SearchResponse, StatsOut)
 
 MAX_BODY_BYTES = 64 * 1024
 STATIC = Path(__file__).parent / "static"
+PROTECTED = ("/search", "/documents", "/stats")  # the read routes a key guards; /health and the page stay open
+log = logging.getLogger("lsr.api")
 
 
 class Settings(BaseSettings):
@@ -46,12 +53,39 @@ class Settings(BaseSettings):
     max_body_bytes: int = MAX_BODY_BYTES
     warm_up: bool = True  # one query through every mode at startup (first-call costs out of user requests)
     # The service has no write or admin routes; an API key, when set, guards the read routes (search,
-    # documents, stats) if `protect_reads` is on. /health and the page stay open (the page sends no key).
+    # documents, stats) unless `protect_reads` is set to false explicitly. /health and the page stay open (the
+    # page sends no key). An empty key, a non-ASCII one, or protect_reads without a key refuse to start.
     api_key: SecretStr | None = None
-    protect_reads: bool = False
+    protect_reads: bool | None = None
     # Worker threads for blocking work (encoding, search). Each thread that runs the encoders keeps its own
     # buffers, so anyio's default of 40 makes memory creep up under load for no gain on a few cores.
     worker_threads: int = Field(4, ge=1, le=64)
+    # Connection limits (`lsr serve`): the request head (line and headers) must arrive within
+    # header_timeout_s of the connection opening or of the previous response, the body within body_timeout_s
+    # of the head; idle keep-alive connections close after keep_alive_s; beyond max_connections at once, new
+    # requests get 503.
+    header_timeout_s: float = Field(10.0, gt=0, le=3600)
+    body_timeout_s: float = Field(10.0, gt=0, le=3600)
+    keep_alive_s: int = Field(5, ge=1, le=3600)
+    max_connections: int = Field(256, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _check_key(self) -> Settings:
+        if self.api_key is not None:
+            key = self.api_key.get_secret_value()
+            if not key:
+                raise ValueError("LSR_API_KEY is set but empty: set a key, or unset the variable")
+            if not key.isascii() or not key.isprintable():
+                raise ValueError("LSR_API_KEY must be printable ASCII (HTTP headers carry no other text reliably)")
+            if self.protect_reads is None:
+                self.protect_reads = True
+        elif self.protect_reads:
+            raise ValueError("LSR_PROTECT_READS is on but LSR_API_KEY is not set: nothing could be read")
+        return self
+
+    @property
+    def key_required(self) -> bool:
+        return self.api_key is not None and bool(self.protect_reads)
 
 
 def get_service(request: Request) -> SearchService:
@@ -62,14 +96,18 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def require_api_key(request: Request,
-                    x_api_key: Annotated[str | None, Header(description="the API key, when reads are protected")] = None
-                    ) -> None:
-    settings: Settings = request.app.state.settings
-    if settings.api_key is None or not settings.protect_reads:
-        return
-    if not secrets.compare_digest((x_api_key or "").encode(), settings.api_key.get_secret_value().encode()):
-        raise HTTPException(status_code=401, detail="missing or wrong X-API-Key header")
+def api_key_header(x_api_key: Annotated[str | None, Header(description="the API key, when reads are protected")]
+                   = None) -> None:
+    """Declares the header in the schema; the key itself is checked in the middleware, before the body is read
+    or validated (a wrong key is 401 whatever the body)."""
+
+
+def _key_ok(settings: Settings, request: Request) -> bool:
+    if not settings.key_required or not request.url.path.startswith(PROTECTED):
+        return True
+    given = request.headers.get("x-api-key", "")
+    return secrets.compare_digest(given.encode("latin-1", "replace"),
+                                  settings.api_key.get_secret_value().encode())  # type: ignore[union-attr]
 
 
 ServiceDep = Annotated[SearchService, Depends(get_service)]
@@ -77,14 +115,12 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 # -- search ----------------------------------------------------------------------------------------------
-search_router = APIRouter(tags=["search"], dependencies=[Depends(require_api_key)])
+search_router = APIRouter(tags=["search"], dependencies=[Depends(api_key_header)])
 
 
 async def _search(service: SearchService, settings: Settings, req: SearchRequest) -> SearchResponse:
     start = time.perf_counter()
-    hits = await run_in_threadpool(service.search, query=req.query, k=req.k, mode=req.mode.value,
-                                   fusion=req.fusion.value, alpha=req.alpha, prf=req.prf,
-                                   prf_placement=req.prf_placement.value)
+    hits = await run_in_threadpool(service.search, query=req.query, k=req.k, ranking=req.ranking())
     took_ms = (time.perf_counter() - start) * 1e3
     out = []
     for rank, hit in enumerate(hits, start=1):
@@ -100,24 +136,29 @@ async def search_post(body: SearchRequest, service: ServiceDep, settings: Settin
     return await _search(service, settings, body)
 
 
-@search_router.get("/search", response_model=SearchResponse)
+@search_router.api_route("/search", methods=["GET", "HEAD"], response_model=SearchResponse)
 async def search_get(service: ServiceDep, settings: SettingsDep,
                      q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS, description="query text")],
-                     k: Annotated[int, Query(ge=1, le=MAX_K)] = 10, mode: Mode = Mode.sparse,
-                     fusion: Fusion = Fusion.linear, alpha: Annotated[float, Query(ge=0.0, le=1.0)] = 0.5,
-                     prf: bool = False, prf_placement: PrfPlacement = PrfPlacement.both) -> SearchResponse:
+                     k: Annotated[int, Query(ge=1, le=MAX_K)] = 10, mode: Mode = DEFAULT.mode,
+                     fusion: Fusion = DEFAULT.fusion, alpha: Annotated[float, Query(ge=0.0, le=1.0)] = DEFAULT.alpha,
+                     prf: bool = DEFAULT.prf, prf_placement: PrfPlacement = DEFAULT.prf_placement) -> SearchResponse:
     try:
         req = SearchRequest(query=q, k=k, mode=mode, fusion=fusion, alpha=alpha, prf=prf, prf_placement=prf_placement)
-    except ValidationError as e:
-        raise RequestValidationError(e.errors(include_url=False, include_input=False)) from None
+    except ValidationError as e:  # named as the URL names them: the text is `q` here, `query` in a POST body
+        errors = e.errors(include_url=False, include_input=False)
+        for error in errors:
+            if tuple(error.get("loc", ())) [:1] == ("query",):
+                error["loc"] = ("query", "q", *error["loc"][1:])
+        raise RequestValidationError(errors) from None
     return await _search(service, settings, req)
 
 
 # -- documents --------------------------------------------------------------------------------------------
-documents_router = APIRouter(tags=["documents"], dependencies=[Depends(require_api_key)])
+documents_router = APIRouter(tags=["documents"], dependencies=[Depends(api_key_header)])
 
 
-@documents_router.get("/documents/{doc_id:path}", response_model=DocumentOut, responses={404: {"model": ErrorOut}})
+@documents_router.api_route("/documents/{doc_id:path}", methods=["GET", "HEAD"], response_model=DocumentOut,
+                            responses={404: {"model": ErrorOut}})
 async def document(doc_id: str, service: ServiceDep) -> DocumentOut:
     if len(doc_id) > MAX_DOC_ID_CHARS:
         raise DocumentNotFound(f"no document with a {len(doc_id)}-character doc_id in this index")
@@ -129,12 +170,13 @@ async def document(doc_id: str, service: ServiceDep) -> DocumentOut:
 meta_router = APIRouter(tags=["service"])
 
 
-@meta_router.get("/stats", response_model=StatsOut, dependencies=[Depends(require_api_key)])
+@meta_router.api_route("/stats", methods=["GET", "HEAD"], response_model=StatsOut,
+                        dependencies=[Depends(api_key_header)])
 async def stats(service: ServiceDep) -> StatsOut:
     return StatsOut(**service.stats())
 
 
-@meta_router.get("/", include_in_schema=False)
+@meta_router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
 async def search_page() -> HTMLResponse:
     page = STATIC / "index.html"
     if not page.is_file():
@@ -142,7 +184,7 @@ async def search_page() -> HTMLResponse:
     return HTMLResponse(page.read_text(encoding="utf-8"))
 
 
-@meta_router.get("/health", response_model=HealthOut)
+@meta_router.api_route("/health", methods=["GET", "HEAD"], response_model=HealthOut)
 async def health(service: ServiceDep) -> HealthOut:
     return HealthOut(status="ok", num_docs=service.reader.num_docs)
 
@@ -190,7 +232,7 @@ def create_app(settings: Settings | None = None, *, service: SearchService | Non
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
         if getattr(app.state, "service", None) is None:
             app.state.service = await run_in_threadpool(
-                SearchService, settings.index_dir, verify_checksums=settings.verify_checksums,
+                open_service, settings.index_dir, verify_checksums=settings.verify_checksums,
                 dense_backend=settings.dense_backend)
             if settings.warm_up:
                 await run_in_threadpool(app.state.service.warm_up)
@@ -210,6 +252,8 @@ def create_app(settings: Settings | None = None, *, service: SearchService | Non
 
     @app.middleware("http")
     async def check_request(request: Request, call_next):
+        if not _key_ok(settings, request):
+            return JSONResponse(status_code=401, content={"detail": "missing or wrong X-API-Key header"})
         if not _utf8(unquote_to_bytes(request.scope.get("query_string", b""))) or not _utf8(
                 unquote_to_bytes(request.scope.get("raw_path") or b"")):
             return JSONResponse(status_code=400, content={"detail": "the URL is not valid UTF-8 once percent-decoded"})
@@ -222,12 +266,22 @@ def create_app(settings: Settings | None = None, *, service: SearchService | Non
                     "detail": f"request body of {length} bytes is over the {settings.max_body_bytes}-byte limit"})
         if request.method == "POST":  # read with a cap: a chunked body has no Content-Length to check
             chunks, size = [], 0
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > settings.max_body_bytes:
-                    return JSONResponse(status_code=413, content={
-                        "detail": f"request body is over the {settings.max_body_bytes}-byte limit"})
-                chunks.append(chunk)
+            try:
+                with anyio.fail_after(settings.body_timeout_s):
+                    async for chunk in request.stream():
+                        size += len(chunk)
+                        if size > settings.max_body_bytes:
+                            return JSONResponse(status_code=413, content={
+                                "detail": f"request body is over the {settings.max_body_bytes}-byte limit"})
+                        chunks.append(chunk)
+            except TimeoutError:
+                log.warning("%s: request body not received within %.0f s; answered 408", _peer(request),
+                            settings.body_timeout_s)
+                return JSONResponse(status_code=408, headers={"connection": "close"}, content={
+                    "detail": f"the request body did not arrive within {settings.body_timeout_s:g} s"})
+            except ClientDisconnect:
+                log.warning("%s: client disconnected before sending the whole body", _peer(request))
+                return JSONResponse(status_code=400, content={"detail": "client disconnected"})
             body = b"".join(chunks)
             request._body = body  # what Request.body() caches; the route reads the body from here
             if not _utf8(body):
@@ -235,6 +289,11 @@ def create_app(settings: Settings | None = None, *, service: SearchService | Non
         return await call_next(request)
 
     return app
+
+
+def _peer(request: Request) -> str:
+    client = request.client
+    return f"{client.host}:{client.port}" if client else "client"
 
 
 def _utf8(data: bytes) -> bool:

@@ -1,55 +1,78 @@
-"""The `lsr` command line: encode, index build, search, eval. Bad input exits non-zero with one line."""
+"""The `lsr` command line: encode, index build/verify, search, serve, eval, train, bench. Bad input exits 2 with
+one line (`error: ...`), before any model loads wherever it can be checked then."""
 from __future__ import annotations
 
 import json
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from lsr.index import LsrError
+from lsr.index import Fusion, LsrError, Mode, PrfPlacement, Ranking
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Learned sparse retrieval: encode, index, search and evaluate BEIR datasets.")
-index_app = typer.Typer(no_args_is_help=True, help="Build inverted indexes.")
+                  rich_markup_mode=None,
+                  help="Learned sparse retrieval: encode, index, search, serve and evaluate BEIR datasets.")
+index_app = typer.Typer(no_args_is_help=True, help="Build and verify index folders.")
 app.add_typer(index_app, name="index")
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmark the SPLADE head backends (rows appended as JSON).")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: the SPLADE head, encoding, query processing, "
+                        "the REST API (rows written as JSON).")
 app.add_typer(bench_app, name="bench")
+
+# The SPLADE head backends: "auto" and lsr.kernels.BACKENDS (named here so the CLI starts without torch;
+# tests/test_cli.py checks that the two agree).
+HeadName = Enum("HeadName", {name: name for name in ("auto", "reference", "torch", "triton")}, type=str)
+SearchBackend = Enum("SearchBackend", {name: name for name in ("lsr", "lucene")}, type=str)  # index.lucene.BACKENDS
+DEFAULT = Ranking()
 
 Dataset = Annotated[str, typer.Option("--dataset", help="BEIR dataset name (under the data dir) or folder")]
 Split = Annotated[str, typer.Option("--split", help="qrels split: test, dev, train")]
 Model = Annotated[str, typer.Option("--model", help="registered name (splade-tiny, bm25, ...), folder or hub id")]
 DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="folder of BEIR datasets [env LSR_DATA_DIR]")]
-Limit = Annotated[Optional[int], typer.Option("--limit", help="only the first N corpus documents")]
-MaxLength = Annotated[int, typer.Option("--max-length", help="tokens per text")]
-ModelMaxLength = Annotated[Optional[int], typer.Option("--max-length", help="tokens per text [the model's own "
-                                                       "setting (lsr_encoder.json), else 256]")]
-BatchSize = Annotated[int, typer.Option("--batch-size", help="texts per encoder batch")]
-Head = Annotated[str, typer.Option("--head", help="SPLADE head backend")]
-BackendOpt = Annotated[str, typer.Option("--backend", help="sparse search backend: lsr (ours) or lucene (Lucene "
-                                         "impact search through pyserini, built into the index folder)")]
-Bits = Annotated[int, typer.Option("--bits", help="impact quantisation bits (8 or 16)")]
+Limit = Annotated[Optional[int], typer.Option("--limit", min=1, help="only the first N corpus documents")]
+MaxLength = Annotated[int, typer.Option("--max-length", min=1, help="tokens per text")]
+ModelMaxLength = Annotated[Optional[int], typer.Option("--max-length", min=1, help="tokens per text [the model's "
+                                                       "own setting (lsr_encoder.json), else 256]")]
+BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="texts per encoder batch")]
+Head = Annotated[HeadName, typer.Option("--head", help="SPLADE head kernel")]
+BackendOpt = Annotated[SearchBackend, typer.Option("--backend", help="sparse search backend: lsr (ours) or lucene "
+                                                   "(Lucene impact search through pyserini, built into the folder)")]
+BitsChoice = Enum("BitsChoice", {"b8": "8", "b16": "16"}, type=str)  # index.quantize.IMPACT_DTYPES
+Bits = Annotated[BitsChoice, typer.Option("--bits", help="impact quantisation bits")]
 DenseModel = Annotated[Optional[str], typer.Option("--dense", help="also build a dense store with this model "
                                                     "(e.g. minilm)")]
-ModeOpt = Annotated[str, typer.Option("--mode", help="sparse, dense or hybrid")]
+ModeOpt = Annotated[Mode, typer.Option("--mode", help="sparse, dense or hybrid")]
 PrfOpt = Annotated[bool, typer.Option("--prf", help="pseudo-relevance feedback (Rocchio / Vector-PRF)")]
-FusionOpt = Annotated[str, typer.Option("--fusion", help="hybrid fusion: linear (min-max interpolation) or rrf")]
-AlphaOpt = Annotated[float, typer.Option("--alpha", help="hybrid weight of the sparse list (linear fusion)")]
-PlacementOpt = Annotated[str, typer.Option("--prf-placement", help="hybrid PRF: interpolate before, after or both")]
+FusionOpt = Annotated[Fusion, typer.Option("--fusion", help="hybrid fusion: linear (min-max interpolation) or rrf")]
+AlphaOpt = Annotated[float, typer.Option("--alpha", min=0.0, max=1.0,
+                                         help="hybrid weight of the sparse list (linear fusion)")]
+PlacementOpt = Annotated[PrfPlacement, typer.Option("--prf-placement",
+                                                    help="hybrid PRF: interpolate before, after or both")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="replace an existing lsr index folder (nothing else)")]
 
 
-def _options(max_length: int | None, batch_size: int, head: str):
+def _options(max_length: int | None, batch_size: int, head: HeadName):
     from lsr.eval.pipeline import EncoderOptions
 
-    return EncoderOptions(max_length=max_length, batch_size=batch_size, head=head, show_progress=sys.stderr.isatty())
+    return EncoderOptions(max_length=max_length, batch_size=batch_size, head=head.value,
+                          show_progress=sys.stderr.isatty())
+
+
+def _ranking(mode: Mode, prf: bool, fusion: Fusion, alpha: float, placement: PrfPlacement) -> Ranking:
+    return DEFAULT.with_(mode=mode, prf=prf, fusion=fusion, alpha=alpha, prf_placement=placement)
+
+
+def _note(message: str) -> None:
+    typer.echo(message, err=True)
 
 
 @app.command()
 def encode(dataset: Dataset, model: Model, out: Annotated[Path, typer.Option("--out", help="output .npz")],
            split: Split = "test", limit: Limit = None, queries: Annotated[bool, typer.Option(
                "--queries", help="encode the split's judged queries instead of the corpus")] = False,
-           max_length: ModelMaxLength = None, batch_size: BatchSize = 32, head: Head = "auto",
+           max_length: ModelMaxLength = None, batch_size: BatchSize = 32, head: Head = HeadName.auto,
            data_dir: DataDir = None) -> None:
     """Encode corpus documents (file order) or queries into a scipy CSR float32 .npz."""
     from lsr.eval.beir import load_beir
@@ -68,36 +91,58 @@ def encode(dataset: Dataset, model: Model, out: Annotated[Path, typer.Option("--
 
 @index_app.command("build")
 def index_build(dataset: Dataset, model: Model, out: Annotated[Path, typer.Option("--out", help="index folder")],
-                dense: DenseModel = None, limit: Limit = None, bits: Bits = 8, overwrite: Annotated[bool, typer.Option(
-                    "--overwrite", help="replace an existing index")] = False,
-                max_length: ModelMaxLength = None, batch_size: BatchSize = 32, head: Head = "auto",
-                backend: BackendOpt = "lsr", data_dir: DataDir = None) -> None:
-    """Encode a BEIR corpus and write an impact index (atomically) to OUT, with a dense store if --dense and a
-    Lucene impact index if --backend lucene."""
+                dense: DenseModel = None, limit: Limit = None, bits: Bits = BitsChoice.b8, overwrite: Overwrite = False,
+                max_length: ModelMaxLength = None, batch_size: BatchSize = 32, head: Head = HeadName.auto,
+                backend: BackendOpt = SearchBackend.lsr, data_dir: DataDir = None) -> None:
+    """Encode a BEIR corpus into an index folder OUT: the impact index, the documents' text, a dense store with
+    --dense, a Lucene index with --backend lucene. The folder appears whole, in one rename, once everything is
+    written and verified; until then an index already at OUT stays as it was."""
     from lsr.eval.beir import load_corpus
-    from lsr.eval.pipeline import build_index
+    from lsr.eval.pipeline import build_index, check_build
+    from lsr.index.files import check_writable_target
+    from lsr.index.storage import is_lsr_index
 
+    check_build(model, dense=dense, bits=int(bits.value), backend=backend.value)  # before the corpus and any model load
+    check_writable_target(out, is_lsr_index if overwrite else None)
     ds = load_corpus(dataset, data_dir, limit)
-    figures = build_index(ds, model, out, _options(max_length, batch_size, head), dense=dense, bits=bits,
-                          overwrite=overwrite, backend=backend)
+    figures = build_index(ds, model, out, _options(max_length, batch_size, head), dense=dense, bits=int(bits.value),
+                          overwrite=overwrite, backend=backend.value, log=_note)
     typer.echo(f"indexed {len(ds.corpus)} documents into {out} ({figures['docs_per_s']:.1f} docs/s encoding"
                + (f", dense {figures['dense_docs_per_s']:.1f} docs/s" if dense else "") + ")")
+
+
+@index_app.command("verify")
+def index_verify(index: Annotated[Path, typer.Argument(help="index folder")]) -> None:
+    """Check every file of an index folder: SHA-256 against meta.json, every structural invariant of the
+    postings, forward index and block maxima, the dense store and docs.jsonl typed and matched to the index."""
+    import time
+
+    from lsr.index import verify_index
+
+    start = time.perf_counter()
+    checked = verify_index(index)
+    typer.echo(f"{index}: ok ({checked['files']} files, {checked['bytes']:,} bytes, {checked['num_docs']:,} "
+               f"documents, {checked['num_postings']:,} postings) in {time.perf_counter() - start:.1f} s")
+    if checked["not_covered"]:
+        typer.echo(f"note: built by an older lsr; not covered by checksums: {', '.join(checked['not_covered'])} "
+                   "(rebuild to cover them)")
 
 
 @app.command()
 def search(index: Annotated[Path, typer.Argument(help="index folder")],
            query: Annotated[str, typer.Argument(help="query text")],
-           k: Annotated[int, typer.Option("-k", help="hits to return")] = 10, mode: ModeOpt = "sparse",
-           prf: PrfOpt = False, fusion: FusionOpt = "linear", alpha: AlphaOpt = 0.5,
-           prf_placement: PlacementOpt = "both", as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
-    """Search an index built by `lsr index build` with the model(s) it was built with."""
-    from lsr.api.service import SearchService
+           k: Annotated[int, typer.Option("-k", min=1, max=100_000, help="hits to return")] = 10,
+           mode: ModeOpt = DEFAULT.mode, prf: PrfOpt = DEFAULT.prf, fusion: FusionOpt = DEFAULT.fusion,
+           alpha: AlphaOpt = DEFAULT.alpha, prf_placement: PlacementOpt = DEFAULT.prf_placement,
+           as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """Search an index folder with the model(s) it was built with."""
+    from lsr.encoders.provider import open_service
 
     if not query.strip():
         raise LsrError("empty query")
-    service = SearchService(index)
-    hits = service.search(query=query, k=k, mode=mode, prf=prf, fusion=fusion, alpha=alpha,
-                          prf_placement=prf_placement)
+    ranking = _ranking(mode, prf, fusion, alpha, prf_placement)
+    service = open_service(index)
+    hits = service.search(query=query, k=k, ranking=ranking)
     if as_json:
         typer.echo(json.dumps([{"doc_id": h.doc_id, "score": h.score} for h in hits]))
         return
@@ -110,38 +155,51 @@ def search(index: Annotated[Path, typer.Argument(help="index folder")],
 @app.command()
 def serve(index: Annotated[Path, typer.Argument(help="index folder")],
           host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
-          port: Annotated[int, typer.Option("--port")] = 8000) -> None:
-    """Serve the REST API and the search page over an index folder."""
-    import uvicorn
+          port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 8000) -> None:
+    """Serve the REST API and the search page over an index folder (settings from LSR_* variables: timeouts,
+    connection cap, API key; see the README's Operations section)."""
+    from pydantic import ValidationError
 
-    from lsr.api.app import Settings, create_app
+    from lsr.api.app import Settings
+    from lsr.api.server import run
+    from lsr.encoders.provider import open_service
 
-    uvicorn.run(create_app(Settings(index_dir=index)), host=host, port=port)
+    try:
+        settings = Settings(index_dir=index)
+    except ValidationError as e:
+        raise LsrError("; ".join(err["msg"].removeprefix("Value error, ") for err in e.errors())) from None
+    service = open_service(index, verify_checksums=settings.verify_checksums, dense_backend=settings.dense_backend)
+    if settings.warm_up:
+        service.warm_up()
+    run(settings, host=host, port=port, service=service)
 
 
 @app.command("eval")
 def eval_(dataset: Dataset, model: Model, split: Split = "test", limit: Limit = None, dense: DenseModel = None,
-          mode: ModeOpt = "sparse", prf: PrfOpt = False, fusion: FusionOpt = "linear", alpha: AlphaOpt = 0.5,
-          prf_placement: PlacementOpt = "both",
+          mode: ModeOpt = DEFAULT.mode, prf: PrfOpt = DEFAULT.prf, fusion: FusionOpt = DEFAULT.fusion,
+          alpha: AlphaOpt = DEFAULT.alpha, prf_placement: PlacementOpt = DEFAULT.prf_placement,
+          depth: Annotated[int, typer.Option("--depth", min=1, max=100_000, help="hits ranked per query "
+                                             "(the run's depth)")] = DEFAULT.depth,
           index: Annotated[Optional[Path], typer.Option("--index", help="reuse or keep the index here")] = None,
           json_out: Annotated[Optional[Path], typer.Option("--json", help="write the report as JSON")] = None,
           run_out: Annotated[Optional[Path], typer.Option("--run", help="write the TREC run file")] = None,
-          bits: Bits = 8, max_length: ModelMaxLength = None, batch_size: BatchSize = 32, head: Head = "auto",
-          backend: BackendOpt = "lsr", data_dir: DataDir = None) -> None:
-    """Evaluate a model on a BEIR split: nDCG@10, R@100, RR@10 and efficiency figures."""
+          bits: Bits = BitsChoice.b8, max_length: ModelMaxLength = None, batch_size: BatchSize = 32, head: Head = HeadName.auto,
+          backend: BackendOpt = SearchBackend.lsr, data_dir: DataDir = None) -> None:
+    """Evaluate a model on a BEIR split through the search service: nDCG@10, R@100, RR@10 and efficiency."""
     from lsr.eval.beir import load_beir
     from lsr.eval.pipeline import evaluate
     from lsr.eval.report import print_report
     from lsr.index import write_trec_run
 
+    ranking = _ranking(mode, prf, fusion, alpha, prf_placement)
     ds = load_beir(dataset, split, data_dir, limit)
-    report = evaluate(ds, model, _options(max_length, batch_size, head), index_dir=index, bits=bits, dense=dense,
-                      mode=mode, prf=prf, ranking={"fusion": fusion, "alpha": alpha, "prf_placement": prf_placement},
-                      backend=backend)
+    report = evaluate(ds, model, _options(max_length, batch_size, head), index_dir=index, bits=int(bits.value),
+                      dense=dense, ranking=ranking, depth=depth, backend=backend.value)
     print_report(report)
     if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report.to_json(), indent=2))
+        from lsr.index.files import atomic_write
+
+        atomic_write(json_out, json.dumps(report.to_json(), indent=2))
     if run_out:
         run_out.parent.mkdir(parents=True, exist_ok=True)
         write_trec_run(report.run, run_out, tag=Path(model).name)
@@ -165,54 +223,71 @@ def train(config: Annotated[Path, typer.Option("--config", help="training config
 
 JsonOut = Annotated[Optional[Path], typer.Option("--json", help="append the result rows to this JSON file")]
 
+# -- benchmarks: the commands parse options and call lsr.eval.bench, which holds the defaults, the value sets
+# and the row formats (its modules import torch and the engines only when a benchmark runs)
+from lsr.eval.bench import decoder as bench_decoder_lib, encode as bench_encode_lib  # noqa: E402
+from lsr.eval.bench import head as bench_head_lib, loadtest as bench_serve_lib  # noqa: E402
+from lsr.eval.bench import query as bench_query_lib  # noqa: E402
+
+
+def _choice(name: str, values) -> type[Enum]:
+    """A fixed value set as an option type: any other value is a usage error (exit 2)."""
+    return Enum(name, {v: v for v in values}, type=str)
+
+
+def _values(chosen):
+    """Enum members (one, a list or None) as the plain strings the benchmarks take."""
+    if chosen is None:
+        return None
+    return [c.value for c in chosen] if isinstance(chosen, list) else chosen.value
+
+
+HeadBackend = _choice("HeadBackend", bench_head_lib.HEAD_BACKENDS)
+DType = _choice("DType", bench_head_lib.DTYPES)
+QueryEngine = _choice("QueryEngine", bench_query_lib.ENGINE_NAMES)
+ServeMode = _choice("ServeMode", bench_serve_lib.MODES)
+BenchDType = Annotated[Optional[DType], typer.Option("--dtype", help="[float32 on CPU, bfloat16 on CUDA]")]
+BenchHeads = Annotated[Optional[list[HeadBackend]], typer.Option(
+    "--head", help="head backend (repeatable) [reference and the available fast ones]")]
+
 
 @bench_app.command("head")
 def bench_head(json_out: JsonOut = None,
-               batch: Annotated[int, typer.Option("--batch", help="batch size B")] = 32,
-               seq: Annotated[int, typer.Option("--seq", help="tokens per text T")] = 256,
+               batch: Annotated[int, typer.Option("--batch", help="batch size B")] = bench_head_lib.BATCH,
+               seq: Annotated[int, typer.Option("--seq", help="tokens per text T")] = bench_head_lib.SEQ,
                dim: Annotated[Optional[int], typer.Option("--dim", help="hidden size h [128 on CPU, 768 on CUDA]")] = None,
                vocab: Annotated[Optional[list[int]], typer.Option("--vocab", help="vocabulary size V (repeatable) "
                                                                   "[30522 on CPU; 30522 and 250002 on CUDA]")] = None,
-               dtype: Annotated[Optional[str], typer.Option("--dtype", help="float32 or bfloat16 [fp32 CPU, bf16 CUDA]")] = None,
-               backend: Annotated[Optional[list[str]], typer.Option("--backend", help="backend (repeatable) [all available]")] = None,
-               repeats: Annotated[int, typer.Option("--repeats", help="timed calls after the first")] = 5) -> None:
+               dtype: BenchDType = None,
+               backend: Annotated[Optional[list[HeadBackend]], typer.Option(
+                   "--backend", help="backend (repeatable) [all available]")] = None,
+               repeats: Annotated[int, typer.Option("--repeats", help="timed calls after the first")]
+               = bench_head_lib.REPEATS) -> None:
     """The head alone: median time and peak memory per backend, forward and forward+backward."""
-    from lsr.eval.bench.measure import bench_head as run
-
-    rows = run(batch=batch, seq=seq, vocabs=vocab, dtype=dtype, backends=backend, repeats=repeats,
-               dim=dim, json_path=json_out)
+    rows = bench_head_lib.bench_head(batch=batch, seq=seq, vocabs=vocab, dtype=_values(dtype),
+                                     backends=_values(backend), repeats=repeats, dim=dim, json_path=json_out)
     for r in rows:
-        if "error" in r:
-            typer.echo(f"{r['backend']:>9} {r['mode']:>7} V={r['vocab']}: error: {r['error']}")
-            continue
-        typer.echo(f"{r['backend']:>9} {r['mode']:>7} B={r['batch']} T={r['seq']} h={r['dim']} V={r['vocab']} "
-                   f"{r['dtype']}: {r['median_ms']:9.1f} ms  peak {r['peak_mb']:8.1f} MB  "
-                   f"(reference/this: time {r.get('reference_over_this_median_ms', float('nan')):.2f}x, "
-                   f"memory {r.get('reference_over_this_peak_mb', float('nan')):.1f}x)")
+        typer.echo(bench_head_lib.format_row(r))
 
 
 @bench_app.command("encode")
 def bench_encode(json_out: JsonOut = None, dataset: Annotated[str, typer.Option(
-                     "--dataset", help="BEIR dataset name (under the data dir) or folder")] = "scifact",
-                 model: Annotated[str, typer.Option("--model", help="SPLADE model")] = "splade-tiny",
-                 limit: Annotated[int, typer.Option("--limit", help="the first N corpus documents")] = 1024,
-                 head: Annotated[Optional[list[str]], typer.Option("--head", help="head backend (repeatable) "
-                                                                   "[reference and the available fast ones]")] = None,
+                     "--dataset", help="BEIR dataset name (under the data dir) or folder")] = bench_encode_lib.DATASET,
+                 model: Annotated[str, typer.Option("--model", help="SPLADE model")] = bench_encode_lib.MODEL,
+                 limit: Annotated[int, typer.Option("--limit", help="the first N corpus documents")]
+                 = bench_encode_lib.LIMIT,
+                 head: BenchHeads = None,
                  sentence_transformers: Annotated[bool, typer.Option(
                      "--sentence-transformers/--no-sentence-transformers",
                      help="also time sentence-transformers' SparseEncoder on the same weights")] = True,
-                 max_length: MaxLength = 256, batch_size: BatchSize = 32, data_dir: DataDir = None) -> None:
+                 max_length: MaxLength = bench_encode_lib.MAX_LENGTH,
+                 batch_size: BatchSize = bench_encode_lib.BATCH_SIZE, data_dir: DataDir = None) -> None:
     """End to end: docs/s encoding a corpus prefix per head backend, against sentence-transformers."""
-    from lsr.eval.bench.measure import bench_encode as run
-
-    rows = run(limit=limit, dataset=dataset, data_dir=data_dir, model=model, max_length=max_length,
-               batch_size=batch_size, heads=head, sentence_transformers=sentence_transformers, json_path=json_out)
+    rows = bench_encode_lib.bench_encode(limit=limit, dataset=dataset, data_dir=data_dir, model=model,
+                                         max_length=max_length, batch_size=batch_size, heads=_values(head),
+                                         sentence_transformers=sentence_transformers, json_path=json_out)
     for r in rows:
-        typer.echo(f"{r['backend']:>21}: {r['docs_per_s']:7.1f} docs/s ({r['seconds']:.1f} s for {r['num_docs']}), "
-                   f"{r['speedup_vs_reference']:.2f}x reference"
-                   + (f", {r['speedup_vs_sentence_transformers']:.2f}x sentence-transformers"
-                      if "speedup_vs_sentence_transformers" in r else "")
-                   + f", max |diff| vs reference {r['max_abs_diff_vs_reference']:.2e}")
+        typer.echo(bench_encode_lib.format_row(r))
 
 
 @bench_app.command("decoder")
@@ -220,86 +295,81 @@ def bench_decoder_cmd(
         json_out: JsonOut = None,
         vocab: Annotated[Optional[list[int]], typer.Option(
             "--vocab", help="vocabulary size V (repeatable) [32000 and 250000]")] = None,
-        docs: Annotated[int, typer.Option("--docs", help="the first N corpus documents")] = 64,
+        docs: Annotated[int, typer.Option("--docs", help="the first N corpus documents")] = bench_decoder_lib.DOCS,
         hidden: Annotated[Optional[int], typer.Option("--hidden", help="hidden size [256 CPU, 4096 CUDA]")] = None,
         layers: Annotated[Optional[int], typer.Option("--layers", help="decoder layers [2 CPU, 32 CUDA]")] = None,
         heads: Annotated[Optional[int], typer.Option("--heads", help="attention heads [4 CPU, 32 CUDA]")] = None,
         kv_heads: Annotated[Optional[int], typer.Option("--kv-heads", help="key/value heads [2 CPU, 8 CUDA]")] = None,
         intermediate: Annotated[Optional[int], typer.Option(
             "--intermediate", help="MLP size [512 CPU, 14336 CUDA]")] = None,
-        dtype: Annotated[Optional[str], typer.Option(
-            "--dtype", help="float32 or bfloat16 [fp32 CPU, bf16 CUDA]")] = None,
-        head: Annotated[Optional[list[str]], typer.Option(
-            "--head", help="head backend (repeatable) [reference and the available fast ones]")] = None,
-        repeats: Annotated[int, typer.Option("--repeats", help="timed encodings after the first")] = 3,
-        dataset: Dataset = "scifact", max_length: MaxLength = 256, batch_size: BatchSize = 16,
-        data_dir: DataDir = None) -> None:
+        dtype: BenchDType = None, head: BenchHeads = None,
+        repeats: Annotated[int, typer.Option("--repeats", help="timed encodings after the first")]
+        = bench_decoder_lib.REPEATS,
+        dataset: Dataset = bench_decoder_lib.DATASET, max_length: MaxLength = bench_decoder_lib.MAX_LENGTH,
+        batch_size: BatchSize = bench_decoder_lib.BATCH_SIZE, data_dir: DataDir = None) -> None:
     """Echo SPLADE on a random-weight Mistral (7B shape in bf16 on CUDA): time and memory per head backend."""
-    from lsr.eval.bench.measure import bench_decoder as run
-
-    rows = run(vocabs=vocab, docs=docs, max_length=max_length, batch_size=batch_size, hidden=hidden, layers=layers,
-               heads=heads, kv_heads=kv_heads, intermediate=intermediate, dtype=dtype, backends=head,
-               repeats=repeats, dataset=dataset, data_dir=data_dir, json_path=json_out)
+    rows = bench_decoder_lib.bench_decoder(vocabs=vocab, docs=docs, max_length=max_length, batch_size=batch_size,
+                                           hidden=hidden, layers=layers, heads=heads, kv_heads=kv_heads,
+                                           intermediate=intermediate, dtype=_values(dtype), backends=_values(head),
+                                           repeats=repeats, dataset=dataset, data_dir=data_dir, json_path=json_out)
     for r in rows:
-        if "error" in r:
-            typer.echo(f"{r['backend']:>9} V={r['vocab']}: error: {r['error']}")
-            continue
-        typer.echo(f"{r['backend']:>9} V={r['vocab']} h={r['hidden']} L={r['layers']} {r['dtype']} "
-                   f"{r['num_docs']} docs T<={r['max_length']}: {r['docs_per_s']:7.1f} docs/s "
-                   f"({r['median_s']:.2f} s)  peak {r['peak_mb']:8.1f} MB  "
-                   f"(reference/this: time {r.get('reference_over_this_median_s', float('nan')):.2f}x, "
-                   f"memory {r.get('reference_over_this_peak_mb', float('nan')):.1f}x)  "
-                   f"max |diff| vs reference {r.get('max_abs_diff_vs_reference', float('nan')):.2e}")
+        typer.echo(bench_decoder_lib.format_row(r))
 
 
 @bench_app.command("query")
 def bench_query(json_out: JsonOut = None,
                 corpus: Annotated[Optional[list[str]], typer.Option(
-                    "--corpus", help="scifact, nfcorpus or a synthetic size such as 100k or 1M (repeatable)")] = None,
-                engine: Annotated[Optional[list[str]], typer.Option(
-                    "--engine", help="lsr, pisa, bmp, seismic, lucene, scipy (repeatable) [all]")] = None,
+                    "--corpus", help="scifact, nfcorpus or a synthetic size such as 100k or 1M (repeatable) "
+                    f"[{', '.join(bench_query_lib.CORPORA)}]")] = None,
+                engine: Annotated[Optional[list[QueryEngine]], typer.Option(
+                    "--engine", help="engine (repeatable) [all]")] = None,
                 threads: Annotated[Optional[list[int]], typer.Option("--threads", help="[1 and all cores]")] = None,
                 plot: Annotated[Optional[Path], typer.Option("--plot", help="latency-recall plot (PNG)")] = None,
                 max_queries: Annotated[Optional[int], typer.Option("--max-queries")] = None,
-                cache: Annotated[Path, typer.Option("--cache", help="encoded vectors")] = Path("runs/bench-cache"),
+                cache: Annotated[Path, typer.Option("--cache", help="encoded vectors")] = Path(bench_query_lib.CACHE),
                 workdir: Annotated[Path, typer.Option("--workdir", help="indexes, kept and reused by later runs")]
-                = Path("runs/bench-indexes"),
+                = Path(bench_query_lib.WORKDIR),
                 rebuild: Annotated[bool, typer.Option("--rebuild", help="build every index anew")] = False,
                 build_only: Annotated[bool, typer.Option("--build-only", help="build (or check) the indexes, "
                                                          "search nothing")] = False,
                 data_dir: DataDir = None) -> None:
     """Query processing: ours against PISA, BMP, Seismic, Lucene impact and scipy on the same vectors. Indexes
     left in --workdir by an earlier run on the same vectors are reused, with the build time measured then."""
-    import os
-
-    from lsr.eval.bench.query import bench_query as run, write_results
-
-    rows = run(corpus or ["scifact", "nfcorpus"], engine or ["lsr", "scipy", "pisa", "bmp", "seismic", "lucene"],
-               threads or sorted({1, os.cpu_count() or 1}), data_dir=data_dir, cache=cache, workdir=workdir,
-               max_queries=max_queries, rebuild=rebuild, build_only=build_only, log=typer.echo)
+    rows = bench_query_lib.bench_query(corpus, _values(engine), threads, data_dir=data_dir, cache=cache,
+                                       workdir=workdir, max_queries=max_queries, rebuild=rebuild,
+                                       build_only=build_only, log=typer.echo)
     if json_out:
-        write_results(rows, json_out, plot)
+        bench_query_lib.write_results(rows, json_out, plot)
 
 
 @bench_app.command("serve")
 def bench_serve(index: Annotated[Path, typer.Argument(help="index folder")], json_out: JsonOut = None,
-                clients: Annotated[int, typer.Option("--clients")] = 32,
-                seconds: Annotated[float, typer.Option("--seconds")] = 60.0, mode: ModeOpt = "sparse") -> None:
+                clients: Annotated[int, typer.Option("--clients")] = bench_serve_lib.CLIENTS,
+                seconds: Annotated[float, typer.Option("--seconds")] = bench_serve_lib.SECONDS,
+                mode: Annotated[ServeMode, typer.Option("--mode", help="ranking mode")] = ServeMode.sparse) -> None:
     """Load-test the REST API on loopback: QPS, p50/p99 latency, failures, server memory."""
-    from lsr.eval.bench.loadtest import load_test
-
-    result = load_test(index, clients=clients, seconds=seconds, mode=mode)
-    typer.echo(json.dumps(result, indent=2))
+    result = bench_serve_lib.load_test(index, clients=clients, seconds=seconds, mode=mode.value)
+    typer.echo(bench_serve_lib.format_row(result))
     if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(result, indent=2))
+        bench_serve_lib.write_result(json_out, result)
 
 
 def main() -> None:
+    """The console script: user mistakes are one line on stderr and exit 2, Ctrl-C exits 130."""
+    from lsr.kernels import HeadError
+
+    from typer._click.exceptions import UsageError  # typer 0.29 vendors click; its usage errors are these
+
     try:
-        app()
-    except LsrError as e:
+        code = app(standalone_mode=False)
+    except UsageError as e:
+        message = e.format_message().replace("Value error, ", "")
+        typer.echo(f"error: {message}" + (f" (see `{e.ctx.command_path} --help`)" if e.ctx else ""), err=True)
+        raise SystemExit(2) from None
+    except (LsrError, HeadError) as e:
         typer.echo(f"error: {e}", err=True)
         raise SystemExit(2) from None
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         raise SystemExit(130) from None
+    if isinstance(code, int) and code:
+        raise SystemExit(code)

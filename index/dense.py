@@ -1,12 +1,13 @@
 """The dense store: one float32 vector per document, kept beside the sparse index in the same doc_idx space.
 
-Files, inside the sparse index folder:
+Files, inside the index folder:
     dense.npy        float32 (num_docs, dim), row i is the document at doc_idx i of the sparse index
     dense_meta.json  format, version, dim, num_docs, the dense model (`info`), a checksum of the sparse
                      index's doc_ids.json (so a store never pairs with another corpus) and of dense.npy
 
-Writes go to temporary files in the folder, fsynced, then `os.replace`d into place, meta last; the meta
-records the vector file's size and sha256, so a reader never silently accepts a half-replaced store.
+The store is one of the parts an index folder is written with (`dense_part`, see `IndexWriter`), so it appears
+with the rest of the folder in one rename and the folder's meta.json covers both files; `folder.add_dense_store`
+adds one to an existing folder the same way.
 
 Search is an exact inner product (cosine for unit vectors): faiss `IndexFlatIP` when faiss is installed and
 `backend` is "auto" or "faiss", else a numpy matrix-vector product ranked by `top_k`. Never imports torch.
@@ -14,8 +15,6 @@ Search is an exact inner product (cosine for unit vectors): faiss `IndexFlatIP` 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,9 +22,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import IndexFormatError, LsrError
+from .files import fast_digest, save_array, sha256_file, write_file
 from .hits import Hit, Run
 from .search import top_k
-from .storage import DOC_IDS, _fsync_write, _meta_checksum, _save_array, _sha256, read_checked_meta
+from .storage import DOC_IDS, _meta_checksum, read_checked_meta
 
 DENSE_FORMAT = "lsr-dense"
 DENSE_FORMAT_VERSION = 1
@@ -38,49 +38,45 @@ def has_dense_store(index_dir: str | Path) -> bool:
     return (Path(index_dir) / DENSE_META).is_file()
 
 
-def write_dense_store(index_dir: str | Path, vectors: np.ndarray, *, info: dict[str, Any] | None = None,
-                      overwrite: bool = False) -> Path:
-    """Add the dense vectors of an existing sparse index's documents (row i = doc_idx i) to its folder."""
-    path = Path(index_dir)
-    doc_ids_path = path / DOC_IDS
-    if not doc_ids_path.is_file():
-        raise IndexFormatError(f"{path}: no {DOC_IDS}; build the sparse index first (`lsr index build`)")
-    doc_ids = json.loads(doc_ids_path.read_text(encoding="utf-8"))
+def _checked_vectors(vectors: np.ndarray, num_docs: int) -> np.ndarray:
     vectors = np.asarray(vectors)
     if vectors.ndim != 2 or vectors.shape[1] < 1:
         raise LsrError(f"dense vectors must be a (num_docs, dim) matrix, got shape {vectors.shape}")
-    if vectors.shape[0] != len(doc_ids):
-        raise LsrError(f"{vectors.shape[0]} dense vectors for an index of {len(doc_ids)} documents")
+    if vectors.shape[0] != num_docs:
+        raise LsrError(f"{vectors.shape[0]} dense vectors for an index of {num_docs} documents")
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if not np.all(np.isfinite(vectors)):
         raise LsrError("dense vectors must be finite")
-    if has_dense_store(path) and not overwrite:
-        raise LsrError(f"{path} already has a dense store (pass overwrite to replace it)")
+    return vectors
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{DENSE_VECTORS}.tmp-", dir=path)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        _save_array(tmp, vectors)
-        meta = {
-            "format": DENSE_FORMAT,
-            "format_version": DENSE_FORMAT_VERSION,
-            "num_docs": int(vectors.shape[0]),
-            "dim": int(vectors.shape[1]),
-            "info": dict(info or {}),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "doc_ids_sha256": _sha256(doc_ids_path),
-            "files": {DENSE_VECTORS: {"bytes": tmp.stat().st_size, "sha256": _sha256(tmp)}},
-        }
-        meta["meta_sha256"] = _meta_checksum(meta)
-        (path / DENSE_META).unlink(missing_ok=True)  # no meta while the vectors are being swapped
-        os.replace(tmp, path / DENSE_VECTORS)
-        meta_tmp = path / f".{DENSE_META}.tmp-{os.getpid()}"
-        _fsync_write(meta_tmp, json.dumps(meta, indent=2).encode())
-        os.replace(meta_tmp, path / DENSE_META)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+
+def dense_part(vectors: np.ndarray, info: dict[str, Any] | None = None):
+    """An index-folder part (`IndexWriter(parts=...)`) that writes the dense store of these vectors."""
+    def write(folder: Path, impacts=None, doc_ids=None) -> None:
+        write_dense_files(folder, vectors, info)
+    return write
+
+
+def write_dense_files(folder: Path, vectors: np.ndarray, info: dict[str, Any] | None = None) -> None:
+    """Write dense.npy and dense_meta.json into a staged index folder that holds doc_ids.json."""
+    doc_ids_path = folder / DOC_IDS
+    doc_ids = json.loads(doc_ids_path.read_text(encoding="utf-8"))
+    vectors = _checked_vectors(vectors, len(doc_ids))
+    save_array(folder / DENSE_VECTORS, vectors)
+    meta = {
+        "format": DENSE_FORMAT,
+        "format_version": DENSE_FORMAT_VERSION,
+        "num_docs": int(vectors.shape[0]),
+        "dim": int(vectors.shape[1]),
+        "info": dict(info or {}),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "doc_ids_sha256": sha256_file(doc_ids_path),
+        "files": {DENSE_VECTORS: {"bytes": (folder / DENSE_VECTORS).stat().st_size,
+                                  "sha256": sha256_file(folder / DENSE_VECTORS),
+                                  "xxh3": fast_digest(folder / DENSE_VECTORS)}},
+    }
+    meta["meta_sha256"] = _meta_checksum(meta)
+    write_file(folder / DENSE_META, json.dumps(meta, indent=2).encode())
 
 
 class DenseStore:
@@ -98,10 +94,12 @@ class DenseStore:
         if vec_path.stat().st_size != expected["bytes"]:
             raise IndexFormatError(f"{self.path}: {DENSE_VECTORS} has {vec_path.stat().st_size} bytes, meta says "
                                    f"{expected['bytes']} (truncated or damaged dense store)")
-        if verify_checksums and _sha256(vec_path) != expected["sha256"]:
+        # (SearchService passes verify_checksums=False when the folder's meta.json covered this file already.)
+        if verify_checksums and (fast_digest(vec_path) != expected["xxh3"] if "xxh3" in expected
+                                 else sha256_file(vec_path) != expected["sha256"]):
             raise IndexFormatError(f"{self.path}: checksum mismatch in {DENSE_VECTORS} (corrupted dense store)")
         doc_ids_path = self.path / DOC_IDS
-        if not doc_ids_path.is_file() or _sha256(doc_ids_path) != self.meta["doc_ids_sha256"]:
+        if not doc_ids_path.is_file() or sha256_file(doc_ids_path) != self.meta["doc_ids_sha256"]:
             raise IndexFormatError(f"{self.path}: the dense store was built for other documents than this index's "
                                    f"{DOC_IDS} (rebuild it)")
         try:
@@ -115,6 +113,9 @@ class DenseStore:
                 or len(self.doc_ids) != self.num_docs):
             raise IndexFormatError(f"{self.path}: {DENSE_VECTORS} is {self.vectors.dtype}{self.vectors.shape}, "
                                    f"meta says float32({self.num_docs}, {self.dim})")
+        if not np.isfinite(self.vectors).all():
+            raise IndexFormatError(f"{self.path}: {DENSE_VECTORS} holds values that are not finite (corrupted "
+                                   "dense store)")
         self.backend = _pick_backend(backend)
         self._faiss_index = None
         if self.backend == "faiss":
@@ -179,5 +180,12 @@ def _pick_backend(backend: str) -> str:
 
 
 def _read_dense_meta(path: Path) -> dict:
-    return read_checked_meta(path, DENSE_META, fmt=DENSE_FORMAT, version=DENSE_FORMAT_VERSION, what="dense store",
+    meta = read_checked_meta(path, DENSE_META, fmt=DENSE_FORMAT, version=DENSE_FORMAT_VERSION, what="dense store",
                              missing="no dense store; add one with `lsr index build --dense MODEL`")
+    ok = (isinstance(meta.get("num_docs"), int) and isinstance(meta.get("dim"), int) and meta["dim"] > 0
+          and isinstance(meta.get("info"), dict) and isinstance(meta.get("doc_ids_sha256"), str)
+          and isinstance(meta.get("files"), dict) and isinstance(meta["files"].get(DENSE_VECTORS), dict)
+          and isinstance(meta["files"][DENSE_VECTORS].get("bytes"), int))
+    if not ok:
+        raise IndexFormatError(f"{path}: {DENSE_META}: missing or mistyped fields (corrupted dense store)")
+    return meta

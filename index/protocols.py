@@ -1,8 +1,12 @@
-"""What the index needs from an encoder. The consumer owns the protocol: encoders/ satisfies it."""
+"""What the index and the search layer need from others. The consumer owns the protocol: encoders/ satisfies
+the encoder protocols, and the search backends (ours, Lucene) satisfy `SparseSearcher`."""
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
+import numpy as np
+
+from .hits import Hit, Run
 from .sparse import SparseBatch
 
 
@@ -12,3 +16,26 @@ class QueryEncoder(Protocol):
 
 class DocumentEncoder(Protocol):
     def encode_documents(self, texts: Sequence[str]) -> SparseBatch: ...
+
+
+class DenseQueryEncoder(Protocol):
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class EncoderProvider(Protocol):
+    """Loads the query encoders an index folder records (`info` is the sparse index's or dense store's)."""
+
+    def sparse_query_encoder(self, info: Mapping[str, Any]) -> QueryEncoder: ...
+
+    def dense_query_encoder(self, info: Mapping[str, Any]) -> DenseQueryEncoder: ...
+
+
+class SparseSearcher(Protocol):
+    """Top-k over an index folder's sparse impacts: `index.Searcher`, `index.lucene.LuceneImpactBackend`."""
+
+    def search(self, query: SparseBatch, k: int = 10) -> list[Hit]: ...
+
+    def batch_search(self, queries: SparseBatch, query_ids: Sequence[str], k: int = 10,
+                     threads: int | None = None) -> Run: ...
+
+    def size_bytes(self) -> int: ...

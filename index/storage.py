@@ -1,32 +1,41 @@
-"""The index on disk: per-term postings of quantised impacts as plain numpy arrays, plus a versioned
-`meta.json` that records the quantisation, the encoder, and a checksum of every file.
+"""The index folder on disk: per-term postings of quantised impacts as plain numpy arrays, plus a versioned
+`meta.json` that records the quantisation, the encoder, and the size and checksums of every file in the
+folder (the sparse arrays, `doc_ids.json`, and the parts that travel with them: the dense store,
+`docs.jsonl`, a Lucene index).
 
-Writes are atomic: everything goes to a temporary sibling folder which is renamed into place only once
-complete, so a reader never sees a half-written index. Opening an index checks the format version, the
-file sizes and checksums and the array invariants, and raises `IndexFormatError` on any mismatch.
+The folder is written whole by `folder.IndexWriter` (every part staged, `meta.json` last, checked, published in
+one rename); this module holds the sparse arrays' layout, the meta and the reader.
+
+Opening checks, in this order, each failure an `IndexFormatError` naming the file:
+- `meta.json`: format, version, its own checksum, a size cap, no deep nesting;
+- every file the meta lists exists with its recorded size, and no file of the folder is missing from it;
+- checksums: xxh3-128 of every file (about 10 GB/s, memory-mapped), or, with `verify_checksums=False`, of
+  every file but the large postings arrays; `verify_index` (and `lsr index verify`) also recomputes SHA-256;
+- structure, always and whatever the checksums say (`_check_structure`): `.npy` headers of the recorded
+  dtype and shape; offsets monotone and in range; doc ids strictly ascending per term and term ids per
+  document; no zero impacts; the postings and the forward index holding the same (term, doc, impact)
+  triplets (an order-free fingerprint of both); every block maximum equal to its postings' maximum.
+  One pass over each array in numba, so zeroed doc ids, shifted offsets, swapped files or edited impacts
+  are refused even when hashing is off.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import tempfile
-import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numba
 import numpy as np
 import scipy.sparse as sp
 
-from .errors import IndexFormatError, LsrError
+from .errors import IndexFormatError
+from .files import fast_digest, sha256_file
 from .quantize import Quantization
-from .sparse import SparseBatch
 
 FORMAT = "lsr-index"
 FORMAT_VERSION = 2
 META = "meta.json"
+MAX_META_BYTES = 16 << 20  # a meta.json is a few KB; anything this large is not one
 DEFAULT_BLOCK_SIZE = 32  # documents per block of the block-max bounds
 # term-major postings: term t's postings are [offsets[t], offsets[t+1]), doc_idx ascending within a term
 OFFSETS, DOC_IDX, IMPACTS = "postings_offsets.npy", "postings_doc_idx.npy", "postings_impacts.npy"
@@ -36,27 +45,18 @@ FWD_INDPTR, FWD_TERMS, FWD_IMPACTS = "forward_indptr.npy", "forward_term_ids.npy
 BM_OFFSETS, BM_BLOCKS, BM_IMPACTS = "blockmax_offsets.npy", "blockmax_blocks.npy", "blockmax_impacts.npy"
 DOC_IDS = "doc_ids.json"  # list[str], doc_idx -> doc_id
 ARRAY_FILES = (OFFSETS, DOC_IDX, IMPACTS, FWD_INDPTR, FWD_TERMS, FWD_IMPACTS, BM_OFFSETS, BM_BLOCKS, BM_IMPACTS)
+LARGE_FILES = (DOC_IDX, IMPACTS, FWD_TERMS, FWD_IMPACTS, BM_BLOCKS, BM_IMPACTS)  # O(postings): structure-checked
 DATA_FILES = (*ARRAY_FILES, DOC_IDS)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+# "folder": the meta's files cover every file of the folder (since 2026-12); older format-2 metas list only
+# DATA_FILES and still open, with `verify_index` saying what they leave uncovered.
+COVERAGE = "folder"
 
 
 def _meta_checksum(meta: dict) -> str:
+    import hashlib
+
     body = {k: v for k, v in meta.items() if k != "meta_sha256"}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-
-
-def _fsync_write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 ID_DTYPES = (np.dtype(np.uint16), np.dtype(np.int32))  # doc, term and block ids: the narrowest that holds them
@@ -67,125 +67,23 @@ def id_dtype(count: int) -> np.dtype:
     return ID_DTYPES[0] if count <= 1 << 16 else ID_DTYPES[1]
 
 
-def _save_array(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as f:
-        np.save(f, array, allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
+def is_lsr_index(path: Path) -> bool:
+    """True for a folder whose meta.json says it is an lsr index (what --overwrite may replace)."""
+    try:
+        meta = json.loads((Path(path) / META).read_text(encoding="utf-8")[:MAX_META_BYTES])
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT
 
 
-class IndexWriter:
-    """Collects document vectors, then writes the inverted index in one atomic step.
+def folder_files(folder: Path) -> list[str]:
+    """Every file under `folder` but meta.json, as sorted relative POSIX paths."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                  if p.is_file() and p.relative_to(folder).as_posix() != META)
 
-    >>> with IndexWriter(out, vocab_size=30522, info={"model": "splade-tiny"}) as writer:
-    ...     writer.add(batch, doc_ids)
-    """
 
-    def __init__(self, path: str | Path, *, vocab_size: int, bits: int = 8, info: dict[str, Any] | None = None,
-                 overwrite: bool = False, block_size: int = DEFAULT_BLOCK_SIZE,
-                 companion: Callable[[Path, sp.csr_matrix, list[str]], Any] | None = None) -> None:
-        """`companion(folder, impacts, doc_ids)`, if given, writes another engine's index of the same integer
-        impacts (documents x terms) into the folder before it is swapped into place (the Lucene backend)."""
-        if block_size < 1:
-            raise LsrError(f"block_size must be positive, got {block_size}")
-        self.block_size = int(block_size)
-        self.path = Path(path)
-        self.vocab_size = int(vocab_size)
-        self.bits = bits
-        self.info = dict(info or {})
-        self.overwrite = overwrite
-        self.companion = companion
-        self._batches: list[SparseBatch] = []
-        self._doc_ids: list[str] = []
-        if self.path.exists() and not overwrite:
-            raise LsrError(f"{self.path} already exists (pass overwrite to replace it)")
-        Quantization.fit(1.0, bits)  # validates bits early
-
-    def add(self, batch: SparseBatch, doc_ids: Sequence[str]) -> None:
-        if len(batch) != len(doc_ids):
-            raise LsrError(f"IndexWriter.add: {len(batch)} vectors but {len(doc_ids)} doc_ids")
-        if batch.vocab_size != self.vocab_size:
-            raise LsrError(f"IndexWriter.add: vocabulary {batch.vocab_size} != index vocabulary {self.vocab_size}")
-        if batch.nnz and batch.weights.min() < 0:
-            raise LsrError("IndexWriter.add: impact indexes need non-negative weights")
-        self._batches.append(batch)
-        self._doc_ids.extend(str(d) for d in doc_ids)
-
-    def __enter__(self) -> IndexWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.commit()
-
-    def commit(self) -> Path:
-        if not self._doc_ids:
-            raise LsrError("cannot build an index over an empty corpus")
-        if len(set(self._doc_ids)) != len(self._doc_ids):
-            seen: set[str] = set()
-            dup = next(d for d in self._doc_ids if d in seen or seen.add(d))
-            raise LsrError(f"duplicate doc_id {dup!r}: every document needs its own id")
-        docs = SparseBatch.concat(self._batches)
-        quant = Quantization.fit(float(docs.weights.max()) if docs.nnz else 1.0, self.bits)
-        impacts = quant.quantize(docs.weights)
-        keep = impacts > 0  # a zero impact contributes nothing to any score
-        forward = sp.csr_matrix((impacts[keep], docs.term_ids[keep], _kept_indptr(docs.indptr, keep)),
-                                shape=(len(docs), self.vocab_size))
-        postings = forward.tocsc()
-        postings.sort_indices()
-        bm_offsets, bm_blocks, bm_impacts = block_max(postings.indptr, postings.indices, postings.data,
-                                                      self.block_size)
-        num_blocks = -(-len(self._doc_ids) // self.block_size)
-        arrays = {
-            OFFSETS: postings.indptr.astype(np.int64), DOC_IDX: postings.indices.astype(id_dtype(len(docs))),
-            IMPACTS: postings.data.astype(quant.dtype),
-            FWD_INDPTR: forward.indptr.astype(np.int64), FWD_TERMS: forward.indices.astype(id_dtype(self.vocab_size)),
-            FWD_IMPACTS: forward.data.astype(quant.dtype),
-            BM_OFFSETS: bm_offsets, BM_BLOCKS: bm_blocks.astype(id_dtype(num_blocks)),
-            BM_IMPACTS: bm_impacts.astype(quant.dtype),
-        }
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent))
-        try:
-            for name, array in arrays.items():
-                _save_array(tmp / name, array)
-            _fsync_write(tmp / DOC_IDS, json.dumps(self._doc_ids).encode())
-            if self.companion is not None:
-                self.companion(tmp, forward, self._doc_ids)
-            meta = {
-                "format": FORMAT,
-                "format_version": FORMAT_VERSION,
-                "num_docs": len(self._doc_ids),
-                "vocab_size": self.vocab_size,
-                "num_postings": int(postings.nnz),
-                "num_blockmax": int(len(bm_blocks)),
-                "block_size": self.block_size,
-                "quantization": quant.to_dict(),
-                "max_weight": float(docs.weights.max()) if docs.nnz else 0.0,
-                "info": self.info,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "files": {name: {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
-                          for name in DATA_FILES},
-            }
-            meta["meta_sha256"] = _meta_checksum(meta)
-            _fsync_write(tmp / META, json.dumps(meta, indent=2).encode())
-            self._swap_into_place(tmp)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return self.path
-
-    def _swap_into_place(self, tmp: Path) -> None:
-        if not self.path.exists():
-            os.rename(tmp, self.path)
-            return
-        if not self.overwrite:
-            raise LsrError(f"{self.path} appeared while the index was being written")
-        old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
-        os.rename(self.path, old)
-        os.rename(tmp, self.path)
-        shutil.rmtree(old, ignore_errors=True)
+def file_record(path: Path) -> dict[str, Any]:
+    return {"bytes": path.stat().st_size, "sha256": sha256_file(path), "xxh3": fast_digest(path)}
 
 
 def _kept_indptr(indptr: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -224,68 +122,83 @@ def _block_max(offsets, doc_idx, impacts, block_size, bm_offsets, bm_blocks, bm_
 
 
 class IndexReader:
-    """A read-only, memory-mapped view of an index folder, validated on open."""
+    """A read-only, memory-mapped view of an index folder, validated on open (see the module docstring)."""
 
     def __init__(self, path: str | Path, *, verify_checksums: bool = True) -> None:
         self.path = Path(path)
         self.meta = _read_meta(self.path)
-        files = self.meta["files"]
-        for name in DATA_FILES:
-            p = self.path / name
-            if not p.is_file():
-                raise IndexFormatError(f"{self.path}: missing {name} (half-written or damaged index)")
-            if p.stat().st_size != files[name]["bytes"]:
-                raise IndexFormatError(f"{self.path}: {name} has {p.stat().st_size} bytes, meta says "
-                                       f"{files[name]['bytes']} (truncated or damaged index)")
-            if verify_checksums and _sha256(p) != files[name]["sha256"]:
-                raise IndexFormatError(f"{self.path}: checksum mismatch in {name} (corrupted index)")
+        check_files(self.path, self.meta, digest="xxh3" if verify_checksums else "small")
         self.quantization = Quantization.from_dict(self.meta["quantization"])
-        self.num_docs = int(self.meta["num_docs"])
-        self.vocab_size = int(self.meta["vocab_size"])
-        self.block_size = int(self.meta["block_size"])
+        self.num_docs = self.meta["num_docs"]
+        self.vocab_size = self.meta["vocab_size"]
+        self.block_size = self.meta["block_size"]
         self.num_blocks = -(-self.num_docs // self.block_size)
-        try:
-            arrays = {name: np.load(self.path / name, mmap_mode="r", allow_pickle=False) for name in ARRAY_FILES}
-            self.doc_ids: list[str] = json.loads((self.path / DOC_IDS).read_text(encoding="utf-8"))
-        except (ValueError, OSError, UnicodeDecodeError) as e:
-            raise IndexFormatError(f"{self.path}: unreadable index file ({e})") from e
+        arrays = {name: _load_array(self.path, name) for name in ARRAY_FILES}
+        self.doc_ids: list[str] = read_doc_ids(self.path, self.num_docs)
         self.offsets, self.doc_idx, self.impacts = arrays[OFFSETS], arrays[DOC_IDX], arrays[IMPACTS]
         self.forward_indptr, self.forward_term_ids = arrays[FWD_INDPTR], arrays[FWD_TERMS]
         self.forward_impacts = arrays[FWD_IMPACTS]
         self.bm_offsets, self.bm_blocks, self.bm_impacts = arrays[BM_OFFSETS], arrays[BM_BLOCKS], arrays[BM_IMPACTS]
-        self._check_invariants()
+        self._check_structure()
 
-    def _check_invariants(self) -> None:
-        n, nb = int(self.meta["num_postings"]), int(self.meta["num_blockmax"])
-        impact_dtype = self.quantization.dtype
-        problems = []
+    def _check_structure(self) -> None:
+        n, nb = self.meta["num_postings"], self.meta["num_blockmax"]
+        impact_dtype = np.dtype(self.quantization.dtype)
 
-        def check_csr(label, indptr, rows, columns, values, num_columns, length):
+        def fail(files: str, problem: str):
+            raise IndexFormatError(f"{self.path}: {files}: {problem} (corrupted index; `lsr index verify` "
+                                   "checks every file)")
+
+        def check_csr(names, indptr, rows, columns, values, num_columns, length):
+            ptr_name, id_name, value_name = names
             if indptr.shape != (rows + 1,) or indptr.dtype != np.int64:
-                problems.append(f"{label} offsets have the wrong shape or type")
-            elif indptr[0] != 0 or indptr[-1] != length or np.any(np.diff(indptr) < 0):
-                problems.append(f"{label} offsets are not a monotone 0..{length} sequence")
-            if columns.shape != (length,) or values.shape != (length,):
-                problems.append(f"{label} arrays disagree with their length {length}")
-            elif columns.dtype not in ID_DTYPES:
-                problems.append(f"{label} ids are {columns.dtype}, not uint16 or int32")
-            elif values.dtype != impact_dtype:
-                problems.append(f"{label} impacts are {values.dtype}, meta says {self.quantization.bits} bits")
-            elif length and (columns.min() < 0 or columns.max() >= num_columns):
-                problems.append(f"{label} entries point outside [0, {num_columns})")
+                fail(ptr_name, f"{indptr.dtype}{indptr.shape}, expected int64({rows + 1},)")
+            if indptr[0] != 0 or indptr[-1] != length or not _monotone(np.asarray(indptr)):
+                fail(ptr_name, f"offsets are not a monotone 0..{length} sequence")
+            for name, array in ((id_name, columns), (value_name, values)):
+                if array.shape != (length,):
+                    fail(name, f"{array.shape[0] if array.ndim == 1 else array.shape} entries, meta says {length}")
+            if columns.dtype not in ID_DTYPES or columns.dtype != id_dtype(num_columns):
+                fail(id_name, f"ids are {columns.dtype}, expected {id_dtype(num_columns)}")
+            if values.dtype != impact_dtype:
+                fail(value_name, f"impacts are {values.dtype}, meta says {self.quantization.bits} bits")
 
-        check_csr("postings", self.offsets, self.vocab_size, self.doc_idx, self.impacts, self.num_docs, n)
-        check_csr("forward", self.forward_indptr, self.num_docs, self.forward_term_ids, self.forward_impacts,
-                  self.vocab_size, n)
-        check_csr("block-max", self.bm_offsets, self.vocab_size, self.bm_blocks, self.bm_impacts, self.num_blocks, nb)
-        if len(self.doc_ids) != self.num_docs:
-            problems.append("doc_ids disagree with num_docs")
-        if problems:
-            raise IndexFormatError(f"{self.path}: {'; '.join(problems)}")
+        check_csr((OFFSETS, DOC_IDX, IMPACTS), self.offsets, self.vocab_size, self.doc_idx, self.impacts,
+                  self.num_docs, n)
+        check_csr((FWD_INDPTR, FWD_TERMS, FWD_IMPACTS), self.forward_indptr, self.num_docs, self.forward_term_ids,
+                  self.forward_impacts, self.vocab_size, n)
+        check_csr((BM_OFFSETS, BM_BLOCKS, BM_IMPACTS), self.bm_offsets, self.vocab_size, self.bm_blocks,
+                  self.bm_impacts, self.num_blocks, nb)
+        bad_terms, postings_print = _check_postings(
+            np.asarray(self.offsets), np.asarray(self.doc_idx), np.asarray(self.impacts), self.num_docs,
+            np.asarray(self.bm_offsets), np.asarray(self.bm_blocks), np.asarray(self.bm_impacts), self.block_size)
+        bad = np.flatnonzero(bad_terms)
+        if len(bad):
+            t = int(bad[0])
+            what = {1: (f"{DOC_IDX}", "doc ids not strictly ascending or out of range"),
+                    2: (f"{IMPACTS}", "zero impacts stored"),
+                    3: (f"{BM_BLOCKS}/{BM_IMPACTS}", "block maxima disagree with the postings")}[int(bad_terms[t])]
+            fail(what[0], f"{what[1]} (term {t}, {len(bad)} terms in all)")
+        bad_docs, forward_print = _check_forward(np.asarray(self.forward_indptr), np.asarray(self.forward_term_ids),
+                                                 np.asarray(self.forward_impacts), self.vocab_size)
+        bad = np.flatnonzero(bad_docs)
+        if len(bad):
+            d = int(bad[0])
+            what = {1: (FWD_TERMS, "term ids not strictly ascending or out of range"),
+                    2: (FWD_IMPACTS, "zero impacts stored")}[int(bad_docs[d])]
+            fail(what[0], f"{what[1]} (document {d}, {len(bad)} documents in all)")
+        if postings_print != forward_print:
+            fail(f"{OFFSETS}/{DOC_IDX}/{IMPACTS} or {FWD_INDPTR}/{FWD_TERMS}/{FWD_IMPACTS}",
+                 "the postings and the forward index hold different (term, document, impact) entries")
 
     @property
     def info(self) -> dict[str, Any]:
         return self.meta.get("info", {})
+
+    @property
+    def covers_folder(self) -> bool:
+        """Whether meta.json covers every file of the folder (so opening it checked them all)."""
+        return self.meta.get("coverage") == COVERAGE
 
     def postings(self, term_id: int) -> tuple[np.ndarray, np.ndarray]:
         lo, hi = self.offsets[term_id], self.offsets[term_id + 1]
@@ -297,7 +210,95 @@ class IndexReader:
                              shape=(self.num_docs, self.vocab_size))
 
     def size_bytes(self) -> int:
+        """Bytes of the sparse index's own files (other parts count their own)."""
         return sum((self.path / name).stat().st_size for name in (*DATA_FILES, META))
+
+
+def _load_array(path: Path, name: str) -> np.ndarray:
+    try:
+        return np.load(path / name, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise IndexFormatError(f"{path}: {name}: not a readable .npy array ({str(e).splitlines()[0]})") from None
+
+
+def read_doc_ids(path: Path, num_docs: int) -> list[str]:
+    try:
+        doc_ids = json.loads((path / DOC_IDS).read_text(encoding="utf-8"))
+    except (ValueError, OSError, UnicodeDecodeError, RecursionError) as e:
+        raise IndexFormatError(f"{path}: {DOC_IDS}: not a JSON list of strings ({type(e).__name__})") from None
+    if not isinstance(doc_ids, list) or not all(isinstance(d, str) for d in doc_ids):
+        raise IndexFormatError(f"{path}: {DOC_IDS}: not a JSON list of strings")
+    if len(doc_ids) != num_docs:
+        raise IndexFormatError(f"{path}: {DOC_IDS}: {len(doc_ids)} ids, meta says {num_docs} documents")
+    if len(set(doc_ids)) != len(doc_ids):
+        raise IndexFormatError(f"{path}: {DOC_IDS}: repeated doc ids")
+    return doc_ids
+
+
+def _monotone(a: np.ndarray) -> bool:
+    return bool(len(a) < 2 or (a[1:] >= a[:-1]).all())
+
+
+SMALL_FILE_BYTES = 64 << 20  # files below this are hashed on every open, even with checksums off
+
+
+def check_files(path: Path, meta: dict, *, digest: str) -> None:
+    """Every file the meta lists exists with its size; none of the folder's files is unlisted (for metas that
+    cover the folder); checksums per `digest`: "sha256" (all files), "xxh3" (all files), "small" (xxh3 of
+    the files below SMALL_FILE_BYTES that are not structure-checked arrays), "none"."""
+    files = meta["files"]
+    for name in DATA_FILES:
+        if name not in files:
+            raise IndexFormatError(f"{path}: meta.json does not list {name} (corrupted index)")
+    for name, record in files.items():
+        p = path / name
+        if not p.is_file():
+            raise IndexFormatError(f"{path}: missing {name} (half-written or damaged index)")
+        size = p.stat().st_size
+        if size != record["bytes"]:
+            raise IndexFormatError(f"{path}: {name} has {size} bytes, meta says {record['bytes']} "
+                                   "(truncated or damaged index)")
+    if meta.get("coverage") == COVERAGE:
+        unlisted = [name for name in folder_files(path) if name not in files]
+        if unlisted:
+            raise IndexFormatError(f"{path}: {unlisted[0]} is not one of the index's files"
+                                   + (f" ({len(unlisted)} in all)" if len(unlisted) > 1 else "")
+                                   + ": the folder was changed after it was built")
+    for name, record in files.items():
+        p = path / name
+        if digest == "sha256" or (digest == "xxh3" and "xxh3" not in record):
+            ok = sha256_file(p) == record["sha256"]
+        elif digest == "xxh3" or (digest == "small" and name not in LARGE_FILES and record["bytes"] < SMALL_FILE_BYTES
+                                  and "xxh3" in record):
+            ok = fast_digest(p) == record["xxh3"]
+        else:
+            continue
+        if not ok:
+            raise IndexFormatError(f"{path}: checksum mismatch in {name} (corrupted index)")
+
+
+_META_TYPES = {"num_docs": int, "vocab_size": int, "num_postings": int, "num_blockmax": int, "block_size": int,
+               "quantization": dict, "info": dict, "files": dict}
+
+
+def _typed_meta(path: Path, meta: dict) -> dict:
+    for key, kind in _META_TYPES.items():
+        value = meta.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 0):
+            raise IndexFormatError(f"{path}: meta.json: {key} is {value!r:.40}, not a {kind.__name__} "
+                                   "(corrupted index)")
+    if meta["block_size"] < 1 or meta["vocab_size"] < 1:
+        raise IndexFormatError(f"{path}: meta.json: block_size and vocab_size must be positive")
+    for name, record in meta["files"].items():
+        if (not isinstance(name, str) or name.startswith("/") or ".." in Path(name).parts
+                or not isinstance(record, dict) or not isinstance(record.get("bytes"), int)
+                or not isinstance(record.get("sha256"), str)):
+            raise IndexFormatError(f"{path}: meta.json: bad file record {name!r:.60} (corrupted index)")
+    try:
+        Quantization.from_dict(meta["quantization"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise IndexFormatError(f"{path}: meta.json: bad quantization ({e})") from None
+    return meta
 
 
 def read_checked_meta(path: Path, name: str, *, fmt: str, version: int, what: str, missing: str) -> dict:
@@ -305,10 +306,12 @@ def read_checked_meta(path: Path, name: str, *, fmt: str, version: int, what: st
     meta_path = path / name
     if not meta_path.is_file():
         raise IndexFormatError(f"{path}: no {name} ({missing})")
+    if meta_path.stat().st_size > MAX_META_BYTES:
+        raise IndexFormatError(f"{path}: {name} is {meta_path.stat().st_size} bytes, not a meta file")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise IndexFormatError(f"{path}: {name} is not valid JSON (corrupted {what})") from e
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise IndexFormatError(f"{path}: {name} is not valid JSON (corrupted {what}; {type(e).__name__})") from None
     if not isinstance(meta, dict) or meta.get("format") != fmt:
         raise IndexFormatError(f"{path}: {name} does not describe an {fmt}")
     if meta.get("format_version") != version:
@@ -322,5 +325,91 @@ def read_checked_meta(path: Path, name: str, *, fmt: str, version: int, what: st
 def _read_meta(path: Path) -> dict:
     if not path.is_dir():
         raise IndexFormatError(f"{path}: no such index folder")
-    return read_checked_meta(path, META, fmt=FORMAT, version=FORMAT_VERSION, what="index",
+    meta = read_checked_meta(path, META, fmt=FORMAT, version=FORMAT_VERSION, what="index",
                              missing="not an lsr index, or one whose write never finished")
+    return _typed_meta(path, meta)
+
+
+# -- structural checks: one pass over each array, in parallel over terms / documents ------------------------
+@numba.njit(inline="always")
+def _mix(a, b, c):  # pragma: no cover - compiled
+    """splitmix64 of a (term, doc, impact) triplet: summed over entries, an order-free fingerprint."""
+    x = np.uint64(a) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(b) * np.uint64(0xC2B2AE3D27D4EB4F) \
+        + np.uint64(c) * np.uint64(0x165667B19E3779F9)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+@numba.njit(parallel=True, cache=True)
+def _check_postings(offsets, doc_idx, impacts, num_docs, bm_offsets, bm_blocks, bm_impacts, block_size
+                    ):  # pragma: no cover - compiled
+    """Per term: 0 if fine, 1 doc ids not strictly ascending or out of range, 2 a zero impact, 3 block maxima
+    not those of the postings; and the fingerprint of all (term, doc, impact) entries."""
+    num_terms = offsets.shape[0] - 1
+    codes = np.zeros(num_terms, np.int8)
+    prints = np.zeros(num_terms, np.uint64)
+    for t in numba.prange(num_terms):
+        code = 0
+        h = np.uint64(0)
+        prev = -1
+        j, j_end = bm_offsets[t], bm_offsets[t + 1]
+        block, block_max_ = -1, 0
+        for p in range(offsets[t], offsets[t + 1]):
+            d = np.int64(doc_idx[p])
+            w = impacts[p]
+            if d <= prev or d >= num_docs:
+                code = 1
+                break
+            if w == 0:
+                code = 2
+                break
+            prev = d
+            h += _mix(t, d, w)
+            b = d // block_size
+            if b != block:
+                if block >= 0:
+                    if j >= j_end or bm_blocks[j] != block or bm_impacts[j] != block_max_:
+                        code = 3
+                        break
+                    j += 1
+                block, block_max_ = b, w
+            elif w > block_max_:
+                block_max_ = w
+        if code == 0 and block >= 0:
+            if j >= j_end or bm_blocks[j] != block or bm_impacts[j] != block_max_:
+                code = 3
+            else:
+                j += 1
+        if code == 0 and j != j_end:
+            code = 3
+        codes[t] = code
+        prints[t] = h
+    return codes, prints.sum()
+
+
+@numba.njit(parallel=True, cache=True)
+def _check_forward(indptr, term_ids, impacts, vocab_size):  # pragma: no cover - compiled
+    """Per document: 0 if fine, 1 term ids not strictly ascending or out of range, 2 a zero impact; and the
+    fingerprint of all (term, doc, impact) entries."""
+    num_docs = indptr.shape[0] - 1
+    codes = np.zeros(num_docs, np.int8)
+    prints = np.zeros(num_docs, np.uint64)
+    for d in numba.prange(num_docs):
+        code = 0
+        h = np.uint64(0)
+        prev = -1
+        for p in range(indptr[d], indptr[d + 1]):
+            t = np.int64(term_ids[p])
+            w = impacts[p]
+            if t <= prev or t >= vocab_size:
+                code = 1
+                break
+            if w == 0:
+                code = 2
+                break
+            prev = t
+            h += _mix(t, d, w)
+        codes[d] = code
+        prints[d] = h
+    return codes, prints.sum()

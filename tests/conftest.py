@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from lsr.api.service import SearchService, build_dense_index
+from lsr.encoders.provider import open_service
 from lsr.eval.beir import load_corpus
-from lsr.eval.pipeline import EncoderOptions, build_sparse_index, load_sparse_encoder
+from lsr.eval.pipeline import EncoderOptions, build_index
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,14 +65,12 @@ def api_corpus(data_dir):
 @pytest.fixture(scope="session")
 def api_index_dir(tmp_path_factory, api_corpus):
     path = tmp_path_factory.mktemp("api") / "index"
-    encoder = load_sparse_encoder("splade-tiny", EncoderOptions(max_length=128, show_progress=False))
-    build_sparse_index(api_corpus, "splade-tiny", encoder, path)
-    build_dense_index(path, api_corpus, "minilm", max_length=128)
+    build_index(api_corpus, "splade-tiny", path, EncoderOptions(max_length=128, show_progress=False), dense="minilm")
     return path
 
 
 @pytest.fixture(scope="session")
 def api_service(api_index_dir):
-    return SearchService(api_index_dir)
+    return open_service(api_index_dir)
 
 

@@ -9,9 +9,9 @@ from fastapi.testclient import TestClient
 
 from lsr.api.app import Settings, create_app, get_service
 from lsr.api.schemas import MAX_K, MAX_QUERY_CHARS
-from lsr.api.service import DOCS_FILE, SearchService, build_dense_index, write_documents
 from lsr.eval.beir import load_corpus
-from lsr.index import LsrError, Searcher
+from lsr.eval.pipeline import EncoderOptions, add_dense, build_index
+from lsr.index import LsrError, SearchService, Searcher
 
 NUM_DOCS = 100
 QUERY = "microRNA expression in cancer cells"
@@ -175,9 +175,15 @@ def test_bad_get_queries(client, url, message):
     assert message in r.json()["detail"]
 
 
-def test_dense_modes_on_a_sparse_only_index_are_400(tmp_path, index_dir, service):
+def test_dense_modes_on_a_sparse_only_index_are_400(tmp_path, data_dir, service):
     sparse_only = tmp_path / "sparse-only"
-    shutil.copytree(index_dir, sparse_only, ignore=shutil.ignore_patterns("dense*", DOCS_FILE))
+    build_index(load_corpus("scifact", data_dir, limit=NUM_DOCS), "splade-tiny", sparse_only, EncoderOptions(),
+                encoder=service.sparse_encoder)
+    (sparse_only / "docs.jsonl").unlink()  # and no documents: a folder changed after its build is refused ...
+    with pytest.raises(LsrError, match="missing docs.jsonl"):
+        SearchService(sparse_only, sparse_encoder=service.sparse_encoder)
+    build_index(load_corpus("scifact", data_dir, limit=NUM_DOCS), "splade-tiny", sparse_only, EncoderOptions(),
+                encoder=service.sparse_encoder, overwrite=True, documents=False)  # ... one built so is served
     plain = SearchService(sparse_only, sparse_encoder=service.sparse_encoder)
     app = create_app(Settings(index_dir=sparse_only, warm_up=False))
     app.dependency_overrides[get_service] = lambda: plain
@@ -208,11 +214,9 @@ def test_lifespan_fails_on_a_missing_index(tmp_path):
 def test_building_refuses_another_corpus(index_dir, data_dir, tmp_path):
     other = load_corpus("nfcorpus", data_dir, limit=3)
     with pytest.raises(LsrError, match="other documents"):
-        build_dense_index(index_dir, other, "minilm")
-    with pytest.raises(LsrError, match="other documents"):
-        write_documents(index_dir, other)
+        add_dense(index_dir, other, "minilm")
     with pytest.raises(LsrError, match="not a dense encoder"):
-        build_dense_index(index_dir, load_corpus("scifact", data_dir, limit=NUM_DOCS), "splade-tiny")
+        add_dense(index_dir, load_corpus("scifact", data_dir, limit=NUM_DOCS), "splade-tiny")
 
 
 def test_concurrent_requests_agree_with_sequential_ones(client):
@@ -258,15 +262,15 @@ def test_dense_encoder_gives_unit_float32_rows(service):
         service.dense_encoder.encode_queries([None])
 
 
-def test_api_key_guards_reads_only_when_asked(index_dir, service):
+def test_api_key_guards_reads_unless_opted_out(index_dir, service):
     def client_with(**settings):
         app = create_app(Settings(index_dir=index_dir, warm_up=False, **settings))
         app.dependency_overrides[get_service] = lambda: service
         return TestClient(app)
 
-    open_client = client_with(api_key="s3cret")  # a key alone does not close the read routes
+    open_client = client_with(api_key="s3cret", protect_reads=False)  # an explicit opt-out leaves reads open
     assert open_client.post("/search", json={"query": QUERY}).status_code == 200
-    guarded = client_with(api_key="s3cret", protect_reads=True)
+    guarded = client_with(api_key="s3cret")  # a key alone protects the read routes
     for method, url, kw in [("post", "/search", {"json": {"query": QUERY}}), ("get", "/stats", {}),
                             ("get", "/search?q=cancer", {})]:
         r = getattr(guarded, method)(url, **kw)
@@ -274,3 +278,25 @@ def test_api_key_guards_reads_only_when_asked(index_dir, service):
         assert getattr(guarded, method)(url, headers={"X-API-Key": "wrong"}, **kw).status_code == 401
         assert getattr(guarded, method)(url, headers={"X-API-Key": "s3cret"}, **kw).status_code == 200
     assert guarded.get("/health").status_code == 200
+    # the key is checked before the body: a bad body without the key is 401, not 422
+    assert guarded.post("/search", json={"query": ""}).status_code == 401
+    assert guarded.post("/search", json={"query": ""}, headers={"X-API-Key": "s3cret"}).status_code == 422
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"api_key": ""}, "empty"),                      # fail closed, not open
+    ({"protect_reads": True}, "LSR_API_KEY is not set"),
+    ({"api_key": "clé"}, "printable ASCII"),
+])
+def test_unsafe_key_settings_refuse_to_start(index_dir, settings, message):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=message):
+        Settings(index_dir=index_dir, **settings)
+
+
+def test_head_and_get_parameter_names(client):
+    assert client.head("/health").status_code == 200 and client.head("/stats").status_code == 200
+    assert client.head("/search?q=cancer").status_code == 200
+    r = client.get("/search?q=%20")
+    assert r.status_code == 422 and r.json()["detail"].startswith("q: ")

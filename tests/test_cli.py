@@ -63,7 +63,7 @@ def test_index_search_eval_round_trip(cli, data_dir, tmp_path):
     (["eval", "--dataset", "scifact", "--split", "nope", "--model", "bm25"], "no such qrels file"),
     (["eval", "--dataset", "scifact", "--model", "minilm"], "dense model"),
     (["eval", "--dataset", "scifact", "--model", "bm25", "--mode", "hybrid"], "bm25 runs alone"),
-    (["eval", "--dataset", "scifact", "--model", "splade-tiny", "--mode", "fancy"], "--mode must be"),
+    (["eval", "--dataset", "scifact", "--model", "splade-tiny", "--mode", "fancy"], "'fancy' is not one of"),
     (["train", "--config", "no-such-config.toml"], "cannot read the training config"),
 ])
 def test_bad_input_is_one_line(cli, data_dir, args, message):
@@ -109,7 +109,10 @@ def test_hybrid_index_search_and_eval(cli, data_dir, tmp_path):
     data = json.loads(report.read_text())
     assert data["mode"] == "hybrid" and data["depth"] == 100 and 0 <= data["metrics"]["nDCG@10"] <= 1
     assert data["fusion"] == "rrf" and data["prf"] is True and data["prf_placement"] == "after"
-    code, _, err = cli("eval", "--dataset", "scifact", "--model", "splade-tiny", "--dense", "splade-tiny",
+    from lsr.encoders import resolve_model
+
+    other_dense = resolve_model("minilm").source  # a dense model, recorded as a folder, not as "minilm"
+    code, _, err = cli("eval", "--dataset", "scifact", "--model", "splade-tiny", "--dense", other_dense,
                        "--mode", "dense", "--limit", "60", "--max-length", "128", "--index", idx, "--data-dir", data_dir)
     assert code == 2 and "dense store of model 'minilm'" in err
 

@@ -11,8 +11,10 @@ import scipy.sparse as sp
 
 from lsr.index import (DenseStore, Hit, IndexFormatError, IndexReader, IndexWriter, LsrError, SparseBatch,
                        feedback_matrix, interpolate, interpolate_hits, normalize, rocchio_sparse, rrf, rrf_hits,
-                       vector_prf, write_dense_store)
+                       vector_prf, add_dense_store)
 from lsr.index.dense import DENSE_META, DENSE_VECTORS
+
+W = {"query_weight": 0.4, "feedback_weight": 0.6}  # pyserini's Rocchio weights (ranking.Ranking's defaults)
 
 
 def scores(hits):
@@ -95,35 +97,35 @@ def _batch(rows: list[dict[int, float]], vocab: int = 6) -> SparseBatch:
 def test_rocchio_sparse_hand_computed_and_top_terms():
     query = _batch([{1: 1.0, 3: 2.0}])
     docs = _batch([{1: 2.0, 4: 1.0}, {2: 4.0, 4: 3.0}])  # mean: t1 1, t2 2, t4 2
-    out = rocchio_sparse(query, docs, alpha=0.4, beta=0.6, top_terms=10)
+    out = rocchio_sparse(query, docs, query_weight=0.4, feedback_weight=0.6, top_terms=10)
     # t1 .4*1 + .6*1 = 1.0; t2 .6*2 = 1.2; t3 .4*2 = .8; t4 .6*2 = 1.2
     assert out.term_ids.tolist() == [1, 2, 3, 4]
     np.testing.assert_allclose(out.weights, [1.0, 1.2, 0.8, 1.2], rtol=1e-6)
-    kept = rocchio_sparse(query, docs, alpha=0.4, beta=0.6, top_terms=3)  # drops t3 (the smallest)
+    kept = rocchio_sparse(query, docs, query_weight=0.4, feedback_weight=0.6, top_terms=3)  # drops t3 (the smallest)
     assert kept.term_ids.tolist() == [1, 2, 4]
     np.testing.assert_allclose(kept.weights, [1.0, 1.2, 1.2], rtol=1e-6)
-    ties = rocchio_sparse(query, docs, alpha=0.4, beta=0.6, top_terms=1)  # t2 and t4 tie: smaller term_id
+    ties = rocchio_sparse(query, docs, query_weight=0.4, feedback_weight=0.6, top_terms=1)  # t2 and t4 tie: smaller term_id
     assert ties.term_ids.tolist() == [2]
 
 
 def test_rocchio_sparse_defaults_and_edge_cases():
     query = _batch([{1: 1.0}])
-    no_feedback = rocchio_sparse(query, sp.csr_matrix((0, 6), dtype=np.float32))
+    no_feedback = rocchio_sparse(query, sp.csr_matrix((0, 6), dtype=np.float32), **W)
     np.testing.assert_allclose(no_feedback.weights, [0.4])  # default alpha 0.4, beta 0.6
-    np.testing.assert_allclose(rocchio_sparse(query, _batch([{1: 1.0}])).weights, [1.0])
+    np.testing.assert_allclose(rocchio_sparse(query, _batch([{1: 1.0}]), **W).weights, [1.0])
     with pytest.raises(LsrError):
-        rocchio_sparse(_batch([{1: 1.0}, {2: 1.0}]), _batch([{1: 1.0}]))
+        rocchio_sparse(_batch([{1: 1.0}, {2: 1.0}]), _batch([{1: 1.0}]), **W)
     with pytest.raises(LsrError):
-        rocchio_sparse(query, _batch([{1: 1.0}], vocab=7))
+        rocchio_sparse(query, _batch([{1: 1.0}], vocab=7), **W)
     with pytest.raises(LsrError):
-        rocchio_sparse(query, _batch([{1: 1.0}]), beta=-1.0)
+        rocchio_sparse(query, _batch([{1: 1.0}]), query_weight=0.4, feedback_weight=-1.0)
 
 
 def test_vector_prf_hand_computed_and_unit_length():
-    out = vector_prf(np.array([1.0, 0.0]), np.array([[0.0, 1.0], [0.0, 1.0]]), alpha=0.4, beta=0.6)
+    out = vector_prf(np.array([1.0, 0.0]), np.array([[0.0, 1.0], [0.0, 1.0]]), query_weight=0.4, feedback_weight=0.6)
     np.testing.assert_allclose(out, np.array([0.4, 0.6]) / math.sqrt(0.52), rtol=1e-6)
     assert out.dtype == np.float32
-    np.testing.assert_allclose(vector_prf(np.array([3.0, 4.0]), np.zeros((0, 2))), [0.6, 0.8], rtol=1e-6)
+    np.testing.assert_allclose(vector_prf(np.array([3.0, 4.0]), np.zeros((0, 2)), **W), [0.6, 0.8], rtol=1e-6)
 
 
 def test_feedback_matrix_dequantises_the_index(tmp_path):
@@ -143,7 +145,7 @@ def dense_index(tmp_path):
     with IndexWriter(path, vocab_size=4, info={"model": "test"}) as writer:
         writer.add(_batch([{0: 1.0}, {1: 1.0}, {2: 1.0}, {3: 1.0}], vocab=4), ["a", "b", "c", "d"])
     vectors = np.array([[1, 0, 0], [0, 1, 0], [-1, 0, 0], [0.6, 0.8, 0]], dtype=np.float32)
-    write_dense_store(path, vectors, info={"model": "minilm"})
+    add_dense_store(path, vectors, info={"model": "minilm"})
     return path
 
 
@@ -166,9 +168,9 @@ def test_dense_store_exact_inner_product(dense_index, backend):
 
 def test_dense_store_validation(dense_index):
     with pytest.raises(LsrError, match="already has a dense store"):
-        write_dense_store(dense_index, np.zeros((4, 3)))
+        add_dense_store(dense_index, np.zeros((4, 3)))
     with pytest.raises(LsrError, match="4 documents"):
-        write_dense_store(dense_index, np.zeros((3, 3)), overwrite=True)
+        add_dense_store(dense_index, np.zeros((3, 3)), overwrite=True)
     vectors = dense_index / DENSE_VECTORS
     data = bytearray(vectors.read_bytes())
     data[-1] ^= 0xFF

