@@ -1,10 +1,11 @@
-"""lsr.eval.bench.measure.bench_decoder on a tiny random Mistral: row keys, agreement with the reference head, JSON file.
+"""lsr.eval.bench.decoder.bench_decoder on a tiny random Mistral: row keys, agreement with the reference head, JSON file.
 Each (vocabulary, backend) runs in its own subprocess (peak RSS), so this takes ~20 s on 2 cores."""
 from __future__ import annotations
 
 import json
 
-from lsr.eval.bench.measure import bench_decoder
+from lsr.eval.bench.decoder import bench_decoder
+from lsr.eval.bench.measure import HEAD_BACKENDS
 
 KEYS = {"device", "device_name", "torch", "time", "bench", "model", "backend", "vocab", "hidden", "layers", "heads",
         "kv_heads", "intermediate", "dtype", "dataset", "docs", "num_docs", "max_length", "batch_size", "echo",
@@ -30,3 +31,10 @@ def test_bench_decoder_tiny(tmp_path, data_dir):
         assert 0 < r["avg_nonzeros"] <= r["vocab"] and 0 < r["avg_tokens"] <= 32
     assert all(r["reference_over_this_median_s"] == 1.0 for r in rows if r["backend"] == "reference")
     assert json.loads(out.read_text()) == rows
+
+
+def test_head_backends_named_without_torch_are_the_kernels():
+    """The CLI's value set for --head/--backend (named in lsr.eval.bench so it starts without torch)."""
+    from lsr.kernels import BACKENDS
+
+    assert HEAD_BACKENDS == BACKENDS

@@ -1,4 +1,5 @@
-"""`lsr bench query` end to end on small cached vectors: rows, recall against our exact search, JSON and plot."""
+"""`lsr bench query` end to end on small cached vectors: rows, recall against our exact search, JSON and plot;
+our exact configurations against the brute-force reference; option values outside their sets."""
 from __future__ import annotations
 
 import json
@@ -6,7 +7,9 @@ import json
 import numpy as np
 import scipy.sparse as sp
 
-from lsr.eval.bench.query import QUERY_SETS
+from lsr.eval.bench.query import QUERY_SETS, LsrEngine, corpus_vectors, engine_configs, fingerprint, open_or_build, \
+    quantised, query_vectors
+from lsr.eval.engines import ScipyEngine
 from lsr.index import SparseBatch
 
 VOCAB = 500
@@ -39,7 +42,9 @@ def test_bench_query_cli_writes_rows_json_and_plot(cli, tmp_path):
     assert {r["corpus"] for r in rows} == {"scifact", "2k"}
     exact = [r for r in rows if r["mode"] == "exact"]
     assert {r["engine"] for r in exact} == {"lsr", "scipy"}
-    assert all(r["recall@10"] == 1.0 for r in exact), "exact engines agree with our exact search"
+    # recall@10 is measured against our exhaustive search; the scipy engine is the brute-force reference
+    reference = [r for r in exact if r["engine"] == "scipy"]
+    assert reference and all(r["recall@10"] == 1.0 for r in reference), "our exact search misses reference hits"
     assert {r["threads"] for r in rows if r["engine"] == "lsr"} == {1, 2}
     assert {r["threads"] for r in rows if r["engine"] == "scipy"} == {1}  # one matrix-vector product per query
     assert all(0 < r["recall@10"] <= 1 and r["mean_ms"] > 0 and r["qps"] > 0 for r in rows)
@@ -50,3 +55,33 @@ def test_bench_query_cli_writes_rows_json_and_plot(cli, tmp_path):
     again = json.loads(out.read_text())["results"]
     assert all(r["index_reused"] for r in again)
     assert [r["build_s"] for r in again] == [r["build_s"] for r in rows]
+    # every exact configuration of ours returns the brute-force reference's ranking, hit for hit (recall@10
+    # alone would not see a shorter list or another order); on the indexes the runs kept
+    workdir = tmp_path / "indexes"
+    for corpus in ("scifact", "2k"):
+        docs = quantised(corpus_vectors(corpus, None, cache))
+        queries = query_vectors(None, cache)
+        key = fingerprint(docs)
+        brute = ScipyEngine()
+        open_or_build(brute, docs, key, workdir, corpus, threads=1)
+        want = brute.search(queries, k=10)
+        for name, options in engine_configs(["lsr"]):
+            engine = LsrEngine(**options)
+            if engine.mode != "exact":
+                continue
+            assert open_or_build(engine, docs, key, workdir, corpus, threads=1)[2], "the run's index is reused"
+            for threads in (1, 2):
+                got = engine.search(queries, k=10, threads=threads)
+                assert all(np.array_equal(g, w) for g, w in zip(got, want)), (corpus, options, threads)
+
+
+def test_bench_commands_refuse_values_outside_their_sets(cli, tmp_path):
+    """Fixed value sets are option types: a bogus value is a usage error (exit 2), before anything runs."""
+    for args, bad in ((["bench", "query", "--engine", "nope"], "nope"),
+                      (["bench", "head", "--dtype", "float16"], "float16"),
+                      (["bench", "head", "--backend", "cuda"], "cuda"),
+                      (["bench", "encode", "--head", "fast"], "fast"),
+                      (["bench", "decoder", "--dtype", "fp8"], "fp8"),
+                      (["bench", "serve", str(tmp_path), "--mode", "lexical"], "lexical")):
+        code, _, err = cli(*args)
+        assert code == 2 and bad in err, (args, code, err)

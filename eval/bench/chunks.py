@@ -15,7 +15,8 @@ import numpy as np
 
 from lsr.index import IndexReader, Searcher
 
-from .query import LsrEngine, corpus_vectors, fingerprint, open_or_build, quantised, query_vectors
+from .query import CACHE, WORKDIR, LsrEngine, corpus_vectors, fingerprint, open_or_build, quantised, query_vectors
+from .results import write_json
 
 
 def main() -> None:
@@ -23,8 +24,8 @@ def main() -> None:
     parser.add_argument("corpus", help="scifact, nfcorpus, 100k, 1M ...")
     parser.add_argument("--chunk", type=int, action="append", help="chunk sizes [all docs, 2^14 .. 2^17]")
     parser.add_argument("--every", type=int, default=3, help="every Nth query")
-    parser.add_argument("--cache", default="runs/bench-cache")
-    parser.add_argument("--workdir", default="runs/bench-indexes")
+    parser.add_argument("--cache", default=CACHE)
+    parser.add_argument("--workdir", default=WORKDIR)
     parser.add_argument("--json", help="write the rows here")
     args = parser.parse_args()
     cache = Path(args.cache)
@@ -50,7 +51,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"results": rows}, indent=2))
+        write_json(args.json, {"results": rows})
 
 
 if __name__ == "__main__":

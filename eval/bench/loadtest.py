@@ -23,8 +23,12 @@ import numpy as np
 
 from lsr.index import LsrError
 
+from .results import write_json
+
 MAX_CLIENTS = 256
 MAX_SECONDS = 600
+CLIENTS, SECONDS = 32, 60.0
+MODES = ("sparse", "dense", "hybrid")  # the service's ranking modes
 
 
 def _free_port() -> int:
@@ -90,10 +94,12 @@ def running_server(index_dir: str | Path, startup_timeout: float = 180.0) -> Ite
             server.kill()
 
 
-def load_test(index_dir: str | Path, *, clients: int = 32, seconds: float = 60.0, mode: str = "sparse",
+def load_test(index_dir: str | Path, *, clients: int = CLIENTS, seconds: float = SECONDS, mode: str = "sparse",
               max_requests: int = 100_000, startup_timeout: float = 180.0) -> dict[str, Any]:
     if not 1 <= clients <= MAX_CLIENTS or not 0 < seconds <= MAX_SECONDS:
         raise LsrError(f"clients must be 1..{MAX_CLIENTS} and seconds 0..{MAX_SECONDS}")
+    if mode not in MODES:
+        raise LsrError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     queries = _queries(Path(index_dir))
     with running_server(index_dir, startup_timeout) as (port, pid):
         rss: list[tuple[float, float]] = []
@@ -148,3 +154,12 @@ def load_test(index_dir: str | Path, *, clients: int = 32, seconds: float = 60.0
                 "p99_ms": float(np.percentile(lat, 99)) if lat.size else None,
                 "rss_mb_after_warmup": warm[0], "rss_mb_end": warm[-1], "rss_mb_max": max(warm),
                 "rss_mb_timeline": [[round(t), round(m)] for t, m in rss[::20]]}  # every ~10 s
+
+
+def format_row(result: dict[str, Any]) -> str:
+    return json.dumps(result, indent=2)
+
+
+def write_result(path: str | Path, result: dict[str, Any]) -> None:
+    """The result as a JSON file, replaced whole."""
+    write_json(path, result)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import io
 import json
+import os
 import platform
 import shutil
 import time
@@ -23,9 +25,19 @@ import numpy as np
 from lsr.index import IndexReader, IndexWriter, LsrError, Quantization, Searcher, SparseBatch
 from lsr.index.storage import FORMAT_VERSION
 
-from lsr.eval.engines import make_engine
+from lsr.eval.engines import ENGINES, make_engine
+
+from .results import atomic_write, write_json
 
 QUERY_SETS = (("scifact", "test"), ("nfcorpus", "dev"))
+CORPORA = ("scifact", "nfcorpus")  # the default corpora: the real sets
+ENGINE_NAMES = ("lsr", *ENGINES)  # the default: every engine (ours first: the recall reference)
+CACHE, WORKDIR = "runs/bench-cache", "runs/bench-indexes"
+
+
+def default_threads() -> list[int]:
+    """1 and all cores."""
+    return sorted({1, os.cpu_count() or 1})
 
 
 def _encode_cached(cache: Path, name: str, texts_fn, queries: bool) -> SparseBatch:
@@ -178,12 +190,13 @@ BUILD_RECORD = "lsr-bench-build.json"
 def open_or_build(engine, docs: SparseBatch, docs_key: str, workdir: Path, corpus: str, threads: int,
                   rebuild: bool = False, fresh: set[Path] | None = None) -> tuple[Path, float, bool]:
     """Open the index an earlier build of the same engine, build options and documents left in workdir (its
-    build time is on record there), else build it and record that. `rebuild` builds anew unless the folder is
-    in `fresh` (built earlier in this run), which gains the folder. Returns (folder, build seconds, reused)."""
+    build time is on record beside it, in FOLDER.lsr-bench-build.json: an index folder holds only the engine's
+    files), else build it and record that. `rebuild` builds anew unless the folder is in `fresh` (built earlier
+    in this run), which gains the folder. Returns (folder, build seconds, reused)."""
     options = engine.build_options()
     key = hashlib.sha1(json.dumps([engine.name, options], sort_keys=True).encode()).hexdigest()[:8]
     path = workdir / f"{corpus}-{engine.name}-{key}"
-    record_path = path / BUILD_RECORD
+    record_path = workdir / f"{path.name}.{BUILD_RECORD}"
     fresh = set() if fresh is None else fresh
     if (not rebuild or path in fresh) and record_path.is_file():
         record = json.loads(record_path.read_text())
@@ -193,18 +206,21 @@ def open_or_build(engine, docs: SparseBatch, docs_key: str, workdir: Path, corpu
     start = time.perf_counter()
     engine.build(docs, path, threads=threads)
     build_s = time.perf_counter() - start
-    record_path.write_text(json.dumps({"docs": docs_key, "options": options, "build_s": build_s,
-                                       "threads": threads, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+    atomic_write(record_path, json.dumps({"docs": docs_key, "options": options, "build_s": build_s, "threads": threads,
+                                          "time": time.strftime("%Y-%m-%dT%H:%M:%S")}).encode())
     fresh.add(path)
     return path, build_s, False
 
 
-def bench_query(corpora: list[str], engines: list[str], threads: list[int], *, k: int = 10,
-                data_dir: str | Path | None = None, cache: str | Path = "runs/bench-cache",
-                workdir: str | Path = "runs/bench-indexes", max_queries: int | None = None,
+def bench_query(corpora: list[str] | None = None, engines: list[str] | None = None, threads: list[int] | None = None,
+                *, k: int = 10, data_dir: str | Path | None = None, cache: str | Path = CACHE,
+                workdir: str | Path = WORKDIR, max_queries: int | None = None,
                 rebuild: bool = False, build_only: bool = False, log=print) -> list[Row]:
-    """One row per engine configuration and thread count. Indexes are kept in workdir and reused by later runs
-    on the same documents (with the build time measured when they were built) unless `rebuild`."""
+    """One row per engine configuration and thread count (defaults: CORPORA, ENGINE_NAMES, default_threads()).
+    Indexes are kept in workdir and reused by later runs on the same documents (with the build time measured
+    when they were built) unless `rebuild`."""
+    corpora, engines = list(corpora or CORPORA), list(engines or ENGINE_NAMES)
+    threads = list(threads or default_threads())
     cache, workdir = Path(cache), Path(workdir)
     queries = query_vectors(data_dir, cache)
     if max_queries:
@@ -248,9 +264,7 @@ def bench_query(corpora: list[str], engines: list[str], threads: list[int], *, k
                           float(np.percentile(latency, 99)), qps, _recall(results, reference, k), build_s,
                           bytes_per_posting, {k_: v for k_, v in options.items()}, reused)
                 rows.append(row)
-                log(f"  {name:8} {engine.mode:11} threads={n_threads} mean {row.mean_ms:8.2f} ms  p99 "
-                    f"{row.p99_ms:8.2f} ms  {row.qps:8.1f} QPS  recall@10 {row.recall_at_10:.3f}  build "
-                    f"{build_s:6.1f} s  {bytes_per_posting:5.2f} B/posting  {options or ''}")
+                log(format_row(row))
             if hasattr(engine, "close"):
                 engine.close()
             del engine
@@ -258,13 +272,18 @@ def bench_query(corpora: list[str], engines: list[str], threads: list[int], *, k
     return rows
 
 
+def format_row(row: Row) -> str:
+    return (f"  {row.engine:8} {row.mode:11} threads={row.threads} mean {row.mean_ms:8.2f} ms  p99 "
+            f"{row.p99_ms:8.2f} ms  {row.qps:8.1f} QPS  recall@10 {row.recall_at_10:.3f}  build "
+            f"{row.build_s:6.1f} s  {row.bytes_per_posting:5.2f} B/posting  {row.options or ''}")
+
+
 def write_results(rows: list[Row], json_path: str | Path, plot_path: str | Path | None = None) -> None:
-    json_path = Path(json_path)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
+    """The rows as one JSON file (replaced whole), with the machine, and a latency-recall plot if asked."""
     doc = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
-                       "cpus": __import__("os").cpu_count()},
+                       "cpus": os.cpu_count()},
            "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "results": [r.to_json() for r in rows]}
-    json_path.write_text(json.dumps(doc, indent=2))
+    write_json(json_path, doc)
     if plot_path:
         import matplotlib
 
@@ -283,4 +302,7 @@ def write_results(rows: list[Row], json_path: str | Path, plot_path: str | Path 
                    yscale="log")
             ax.legend()
         fig.tight_layout()
-        fig.savefig(plot_path, dpi=120)
+        image = io.BytesIO()
+        fig.savefig(image, format=Path(plot_path).suffix.lstrip(".") or "png", dpi=120)
+        plt.close(fig)
+        atomic_write(plot_path, image.getvalue())
