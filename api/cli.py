@@ -1,4 +1,5 @@
-"""The `lsr` command line: encode, index build, search, eval. Bad input exits non-zero with one line."""
+"""The `lsr` command line: encode, index build/verify, search, serve, eval, train, bench. Bad input exits 2 with
+one line (`error: ...`), before any model loads wherever it can be checked then."""
 from __future__ import annotations
 
 import json
@@ -9,48 +10,69 @@ from typing import Annotated, Optional
 
 import typer
 
-from lsr.index import LsrError
+from lsr.index import Fusion, LsrError, Mode, PrfPlacement, Ranking
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Learned sparse retrieval: encode, index, search and evaluate BEIR datasets.")
-index_app = typer.Typer(no_args_is_help=True, help="Build inverted indexes.")
+                  rich_markup_mode=None,
+                  help="Learned sparse retrieval: encode, index, search, serve and evaluate BEIR datasets.")
+index_app = typer.Typer(no_args_is_help=True, help="Build and verify index folders.")
 app.add_typer(index_app, name="index")
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmark the SPLADE head backends (rows appended as JSON).")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: the SPLADE head, encoding, query processing, "
+                        "the REST API (rows written as JSON).")
 app.add_typer(bench_app, name="bench")
+
+# The SPLADE head backends: "auto" and lsr.kernels.BACKENDS (named here so the CLI starts without torch;
+# tests/test_cli.py checks that the two agree).
+HeadName = Enum("HeadName", {name: name for name in ("auto", "reference", "torch", "triton")}, type=str)
+SearchBackend = Enum("SearchBackend", {name: name for name in ("lsr", "lucene")}, type=str)  # index.lucene.BACKENDS
+DEFAULT = Ranking()
 
 Dataset = Annotated[str, typer.Option("--dataset", help="BEIR dataset name (under the data dir) or folder")]
 Split = Annotated[str, typer.Option("--split", help="qrels split: test, dev, train")]
 Model = Annotated[str, typer.Option("--model", help="registered name (splade-tiny, bm25, ...), folder or hub id")]
 DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="folder of BEIR datasets [env LSR_DATA_DIR]")]
-Limit = Annotated[Optional[int], typer.Option("--limit", help="only the first N corpus documents")]
-MaxLength = Annotated[int, typer.Option("--max-length", help="tokens per text")]
-ModelMaxLength = Annotated[Optional[int], typer.Option("--max-length", help="tokens per text [the model's own "
-                                                       "setting (lsr_encoder.json), else 256]")]
-BatchSize = Annotated[int, typer.Option("--batch-size", help="texts per encoder batch")]
-Head = Annotated[str, typer.Option("--head", help="SPLADE head backend")]
-BackendOpt = Annotated[str, typer.Option("--backend", help="sparse search backend: lsr (ours) or lucene (Lucene "
-                                         "impact search through pyserini, built into the index folder)")]
-Bits = Annotated[int, typer.Option("--bits", help="impact quantisation bits (8 or 16)")]
+Limit = Annotated[Optional[int], typer.Option("--limit", min=1, help="only the first N corpus documents")]
+MaxLength = Annotated[int, typer.Option("--max-length", min=1, help="tokens per text")]
+ModelMaxLength = Annotated[Optional[int], typer.Option("--max-length", min=1, help="tokens per text [the model's "
+                                                       "own setting (lsr_encoder.json), else 256]")]
+BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="texts per encoder batch")]
+Head = Annotated[HeadName, typer.Option("--head", help="SPLADE head kernel")]
+BackendOpt = Annotated[SearchBackend, typer.Option("--backend", help="sparse search backend: lsr (ours) or lucene "
+                                                   "(Lucene impact search through pyserini, built into the folder)")]
+BitsChoice = Enum("BitsChoice", {"b8": "8", "b16": "16"}, type=str)  # index.quantize.IMPACT_DTYPES
+Bits = Annotated[BitsChoice, typer.Option("--bits", help="impact quantisation bits")]
 DenseModel = Annotated[Optional[str], typer.Option("--dense", help="also build a dense store with this model "
                                                     "(e.g. minilm)")]
-ModeOpt = Annotated[str, typer.Option("--mode", help="sparse, dense or hybrid")]
+ModeOpt = Annotated[Mode, typer.Option("--mode", help="sparse, dense or hybrid")]
 PrfOpt = Annotated[bool, typer.Option("--prf", help="pseudo-relevance feedback (Rocchio / Vector-PRF)")]
-FusionOpt = Annotated[str, typer.Option("--fusion", help="hybrid fusion: linear (min-max interpolation) or rrf")]
-AlphaOpt = Annotated[float, typer.Option("--alpha", help="hybrid weight of the sparse list (linear fusion)")]
-PlacementOpt = Annotated[str, typer.Option("--prf-placement", help="hybrid PRF: interpolate before, after or both")]
+FusionOpt = Annotated[Fusion, typer.Option("--fusion", help="hybrid fusion: linear (min-max interpolation) or rrf")]
+AlphaOpt = Annotated[float, typer.Option("--alpha", min=0.0, max=1.0,
+                                         help="hybrid weight of the sparse list (linear fusion)")]
+PlacementOpt = Annotated[PrfPlacement, typer.Option("--prf-placement",
+                                                    help="hybrid PRF: interpolate before, after or both")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="replace an existing lsr index folder (nothing else)")]
 
 
-def _options(max_length: int | None, batch_size: int, head: str):
+def _options(max_length: int | None, batch_size: int, head: HeadName):
     from lsr.eval.pipeline import EncoderOptions
 
-    return EncoderOptions(max_length=max_length, batch_size=batch_size, head=head, show_progress=sys.stderr.isatty())
+    return EncoderOptions(max_length=max_length, batch_size=batch_size, head=head.value,
+                          show_progress=sys.stderr.isatty())
+
+
+def _ranking(mode: Mode, prf: bool, fusion: Fusion, alpha: float, placement: PrfPlacement) -> Ranking:
+    return DEFAULT.with_(mode=mode, prf=prf, fusion=fusion, alpha=alpha, prf_placement=placement)
+
+
+def _note(message: str) -> None:
+    typer.echo(message, err=True)
 
 
 @app.command()
 def encode(dataset: Dataset, model: Model, out: Annotated[Path, typer.Option("--out", help="output .npz")],
            split: Split = "test", limit: Limit = None, queries: Annotated[bool, typer.Option(
                "--queries", help="encode the split's judged queries instead of the corpus")] = False,
-           max_length: ModelMaxLength = None, batch_size: BatchSize = 32, head: Head = "auto",
+           max_length: ModelMaxLength = None, batch_size: BatchSize = 32, head: Head = HeadName.auto,
            data_dir: DataDir = None) -> None:
     """Encode corpus documents (file order) or queries into a scipy CSR float32 .npz."""
     from lsr.eval.beir import load_beir
@@ -69,36 +91,58 @@ def encode(dataset: Dataset, model: Model, out: Annotated[Path, typer.Option("--
 
 @index_app.command("build")
 def index_build(dataset: Dataset, model: Model, out: Annotated[Path, typer.Option("--out", help="index folder")],
-                dense: DenseModel = None, limit: Limit = None, bits: Bits = 8, overwrite: Annotated[bool, typer.Option(
-                    "--overwrite", help="replace an existing index")] = False,
-                max_length: ModelMaxLength = None, batch_size: BatchSize = 32, head: Head = "auto",
-                backend: BackendOpt = "lsr", data_dir: DataDir = None) -> None:
-    """Encode a BEIR corpus and write an impact index (atomically) to OUT, with a dense store if --dense and a
-    Lucene impact index if --backend lucene."""
+                dense: DenseModel = None, limit: Limit = None, bits: Bits = BitsChoice.b8, overwrite: Overwrite = False,
+                max_length: ModelMaxLength = None, batch_size: BatchSize = 32, head: Head = HeadName.auto,
+                backend: BackendOpt = SearchBackend.lsr, data_dir: DataDir = None) -> None:
+    """Encode a BEIR corpus into an index folder OUT: the impact index, the documents' text, a dense store with
+    --dense, a Lucene index with --backend lucene. The folder appears whole, in one rename, once everything is
+    written and verified; until then an index already at OUT stays as it was."""
     from lsr.eval.beir import load_corpus
-    from lsr.eval.pipeline import build_index
+    from lsr.eval.pipeline import build_index, check_build
+    from lsr.index.files import check_writable_target
+    from lsr.index.storage import is_lsr_index
 
+    check_build(model, dense=dense, bits=int(bits.value), backend=backend.value)  # before the corpus and any model load
+    check_writable_target(out, is_lsr_index if overwrite else None)
     ds = load_corpus(dataset, data_dir, limit)
-    figures = build_index(ds, model, out, _options(max_length, batch_size, head), dense=dense, bits=bits,
-                          overwrite=overwrite, backend=backend)
+    figures = build_index(ds, model, out, _options(max_length, batch_size, head), dense=dense, bits=int(bits.value),
+                          overwrite=overwrite, backend=backend.value, log=_note)
     typer.echo(f"indexed {len(ds.corpus)} documents into {out} ({figures['docs_per_s']:.1f} docs/s encoding"
                + (f", dense {figures['dense_docs_per_s']:.1f} docs/s" if dense else "") + ")")
+
+
+@index_app.command("verify")
+def index_verify(index: Annotated[Path, typer.Argument(help="index folder")]) -> None:
+    """Check every file of an index folder: SHA-256 against meta.json, every structural invariant of the
+    postings, forward index and block maxima, the dense store and docs.jsonl typed and matched to the index."""
+    import time
+
+    from lsr.index import verify_index
+
+    start = time.perf_counter()
+    checked = verify_index(index)
+    typer.echo(f"{index}: ok ({checked['files']} files, {checked['bytes']:,} bytes, {checked['num_docs']:,} "
+               f"documents, {checked['num_postings']:,} postings) in {time.perf_counter() - start:.1f} s")
+    if checked["not_covered"]:
+        typer.echo(f"note: built by an older lsr; not covered by checksums: {', '.join(checked['not_covered'])} "
+                   "(rebuild to cover them)")
 
 
 @app.command()
 def search(index: Annotated[Path, typer.Argument(help="index folder")],
            query: Annotated[str, typer.Argument(help="query text")],
-           k: Annotated[int, typer.Option("-k", help="hits to return")] = 10, mode: ModeOpt = "sparse",
-           prf: PrfOpt = False, fusion: FusionOpt = "linear", alpha: AlphaOpt = 0.5,
-           prf_placement: PlacementOpt = "both", as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
-    """Search an index built by `lsr index build` with the model(s) it was built with."""
-    from lsr.api.service import SearchService
+           k: Annotated[int, typer.Option("-k", min=1, max=100_000, help="hits to return")] = 10,
+           mode: ModeOpt = DEFAULT.mode, prf: PrfOpt = DEFAULT.prf, fusion: FusionOpt = DEFAULT.fusion,
+           alpha: AlphaOpt = DEFAULT.alpha, prf_placement: PlacementOpt = DEFAULT.prf_placement,
+           as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """Search an index folder with the model(s) it was built with."""
+    from lsr.encoders.provider import open_service
 
     if not query.strip():
         raise LsrError("empty query")
-    service = SearchService(index)
-    hits = service.search(query=query, k=k, mode=mode, prf=prf, fusion=fusion, alpha=alpha,
-                          prf_placement=prf_placement)
+    ranking = _ranking(mode, prf, fusion, alpha, prf_placement)
+    service = open_service(index)
+    hits = service.search(query=query, k=k, ranking=ranking)
     if as_json:
         typer.echo(json.dumps([{"doc_id": h.doc_id, "score": h.score} for h in hits]))
         return
@@ -111,38 +155,51 @@ def search(index: Annotated[Path, typer.Argument(help="index folder")],
 @app.command()
 def serve(index: Annotated[Path, typer.Argument(help="index folder")],
           host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
-          port: Annotated[int, typer.Option("--port")] = 8000) -> None:
-    """Serve the REST API and the search page over an index folder."""
-    import uvicorn
+          port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 8000) -> None:
+    """Serve the REST API and the search page over an index folder (settings from LSR_* variables: timeouts,
+    connection cap, API key; see the README's Operations section)."""
+    from pydantic import ValidationError
 
-    from lsr.api.app import Settings, create_app
+    from lsr.api.app import Settings
+    from lsr.api.server import run
+    from lsr.encoders.provider import open_service
 
-    uvicorn.run(create_app(Settings(index_dir=index)), host=host, port=port)
+    try:
+        settings = Settings(index_dir=index)
+    except ValidationError as e:
+        raise LsrError("; ".join(err["msg"].removeprefix("Value error, ") for err in e.errors())) from None
+    service = open_service(index, verify_checksums=settings.verify_checksums, dense_backend=settings.dense_backend)
+    if settings.warm_up:
+        service.warm_up()
+    run(settings, host=host, port=port, service=service)
 
 
 @app.command("eval")
 def eval_(dataset: Dataset, model: Model, split: Split = "test", limit: Limit = None, dense: DenseModel = None,
-          mode: ModeOpt = "sparse", prf: PrfOpt = False, fusion: FusionOpt = "linear", alpha: AlphaOpt = 0.5,
-          prf_placement: PlacementOpt = "both",
+          mode: ModeOpt = DEFAULT.mode, prf: PrfOpt = DEFAULT.prf, fusion: FusionOpt = DEFAULT.fusion,
+          alpha: AlphaOpt = DEFAULT.alpha, prf_placement: PlacementOpt = DEFAULT.prf_placement,
+          depth: Annotated[int, typer.Option("--depth", min=1, max=100_000, help="hits ranked per query "
+                                             "(the run's depth)")] = DEFAULT.depth,
           index: Annotated[Optional[Path], typer.Option("--index", help="reuse or keep the index here")] = None,
           json_out: Annotated[Optional[Path], typer.Option("--json", help="write the report as JSON")] = None,
           run_out: Annotated[Optional[Path], typer.Option("--run", help="write the TREC run file")] = None,
-          bits: Bits = 8, max_length: ModelMaxLength = None, batch_size: BatchSize = 32, head: Head = "auto",
-          backend: BackendOpt = "lsr", data_dir: DataDir = None) -> None:
-    """Evaluate a model on a BEIR split: nDCG@10, R@100, RR@10 and efficiency figures."""
+          bits: Bits = BitsChoice.b8, max_length: ModelMaxLength = None, batch_size: BatchSize = 32, head: Head = HeadName.auto,
+          backend: BackendOpt = SearchBackend.lsr, data_dir: DataDir = None) -> None:
+    """Evaluate a model on a BEIR split through the search service: nDCG@10, R@100, RR@10 and efficiency."""
     from lsr.eval.beir import load_beir
     from lsr.eval.pipeline import evaluate
     from lsr.eval.report import print_report
     from lsr.index import write_trec_run
 
+    ranking = _ranking(mode, prf, fusion, alpha, prf_placement)
     ds = load_beir(dataset, split, data_dir, limit)
-    report = evaluate(ds, model, _options(max_length, batch_size, head), index_dir=index, bits=bits, dense=dense,
-                      mode=mode, prf=prf, ranking={"fusion": fusion, "alpha": alpha, "prf_placement": prf_placement},
-                      backend=backend)
+    report = evaluate(ds, model, _options(max_length, batch_size, head), index_dir=index, bits=int(bits.value),
+                      dense=dense, ranking=ranking, depth=depth, backend=backend.value)
     print_report(report)
     if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report.to_json(), indent=2))
+        from lsr.index.files import atomic_write
+
+        atomic_write(json_out, json.dumps(report.to_json(), indent=2))
     if run_out:
         run_out.parent.mkdir(parents=True, exist_ok=True)
         write_trec_run(report.run, run_out, tag=Path(model).name)
@@ -298,10 +355,21 @@ def bench_serve(index: Annotated[Path, typer.Argument(help="index folder")], jso
 
 
 def main() -> None:
+    """The console script: user mistakes are one line on stderr and exit 2, Ctrl-C exits 130."""
+    from lsr.kernels import HeadError
+
+    from typer._click.exceptions import UsageError  # typer 0.29 vendors click; its usage errors are these
+
     try:
-        app()
-    except LsrError as e:
+        code = app(standalone_mode=False)
+    except UsageError as e:
+        message = e.format_message().replace("Value error, ", "")
+        typer.echo(f"error: {message}" + (f" (see `{e.ctx.command_path} --help`)" if e.ctx else ""), err=True)
+        raise SystemExit(2) from None
+    except (LsrError, HeadError) as e:
         typer.echo(f"error: {e}", err=True)
         raise SystemExit(2) from None
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         raise SystemExit(130) from None
+    if isinstance(code, int) and code:
+        raise SystemExit(code)
