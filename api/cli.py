@@ -361,7 +361,7 @@ def main() -> None:
     from typer._click.exceptions import UsageError  # typer 0.29 vendors click; its usage errors are these
 
     try:
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="lsr")
     except UsageError as e:
         message = e.format_message().replace("Value error, ", "")
         typer.echo(f"error: {message}" + (f" (see `{e.ctx.command_path} --help`)" if e.ctx else ""), err=True)

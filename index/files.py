@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import hashlib
+import io
 import mmap
 import os
 import re
@@ -65,11 +66,14 @@ def write_file(path: Path, data: bytes) -> None:
 
 def save_array(path: Path, array: np.ndarray) -> None:
     """A `.npy` file written and fsynced (no pickles); unlinked first, like `write_file`."""
+    if os.environ.get(FAILPOINT_ENV) == f"write:{path.name}":  # crash tests: die half-way through this file
+        buffer = io.BytesIO()
+        np.save(buffer, array, allow_pickle=False)
+        write_file(path, buffer.getvalue())
     path.unlink(missing_ok=True)
     with open(path, "wb") as f:
         np.save(f, array, allow_pickle=False)
         f.flush()
-        failpoint(f"write:{path.name}")  # the file is on disk, maybe partly: the folder is still unpublished
         os.fsync(f.fileno())
 
 
