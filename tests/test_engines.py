@@ -1,4 +1,4 @@
-"""External engine adapters (eval/engines.py) against brute force on a small random impact corpus."""
+"""External engine adapters (eval/engines/) against brute force on a small random impact corpus."""
 from __future__ import annotations
 
 import numpy as np
