@@ -172,24 +172,24 @@ class IndexReader:
         bad_terms, postings_print = _check_postings(
             np.asarray(self.offsets), np.asarray(self.doc_idx), np.asarray(self.impacts), self.num_docs,
             np.asarray(self.bm_offsets), np.asarray(self.bm_blocks), np.asarray(self.bm_impacts), self.block_size)
-        bad = np.flatnonzero(bad_terms)
-        if len(bad):
-            t = int(bad[0])
-            what = {1: (f"{DOC_IDX}", "doc ids not strictly ascending or out of range"),
-                    2: (f"{IMPACTS}", "zero impacts stored"),
-                    3: (f"{BM_BLOCKS}/{BM_IMPACTS}", "block maxima disagree with the postings")}[int(bad_terms[t])]
-            fail(what[0], f"{what[1]} (term {t}, {len(bad)} terms in all)")
         bad_docs, forward_print = _check_forward(np.asarray(self.forward_indptr), np.asarray(self.forward_term_ids),
                                                  np.asarray(self.forward_impacts), self.vocab_size)
-        bad = np.flatnonzero(bad_docs)
-        if len(bad):
-            d = int(bad[0])
-            what = {1: (FWD_TERMS, "term ids not strictly ascending or out of range"),
-                    2: (FWD_IMPACTS, "zero impacts stored")}[int(bad_docs[d])]
-            fail(what[0], f"{what[1]} (document {d}, {len(bad)} documents in all)")
-        if postings_print != forward_print:
-            fail(f"{OFFSETS}/{DOC_IDX}/{IMPACTS} or {FWD_INDPTR}/{FWD_TERMS}/{FWD_IMPACTS}",
-                 "the postings and the forward index hold different (term, document, impact) entries")
+        # Which file is wrong: ids and zeros point at one array; a disagreement between the postings and the
+        # forward index cannot say which of the two is damaged (the checksums can: `lsr index verify`).
+        both = f"{OFFSETS}/{DOC_IDX}/{IMPACTS} or {FWD_INDPTR}/{FWD_TERMS}/{FWD_IMPACTS}"
+        agree = postings_print == forward_print
+        for codes, unit, files in ((bad_terms, "term", {1: f"{DOC_IDX} (or {OFFSETS})", 2: IMPACTS,
+                                                        3: f"{BM_BLOCKS}/{BM_IMPACTS}" if agree else both}),
+                                   (bad_docs, "document", {1: f"{FWD_TERMS} (or {FWD_INDPTR})", 2: FWD_IMPACTS})):
+            bad = np.flatnonzero(codes)
+            if len(bad):
+                first = int(bad[0])
+                code = int(codes[first])
+                problem = {1: "ids not strictly ascending or out of range", 2: "zero impacts stored",
+                           3: "block maxima disagree with the postings"}[code]
+                fail(files[code], f"{problem} ({unit} {first}, {len(bad)} {unit}s in all)")
+        if not agree:
+            fail(both, "the postings and the forward index hold different (term, document, impact) entries")
 
     @property
     def info(self) -> dict[str, Any]:
