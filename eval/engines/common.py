@@ -1,0 +1,65 @@
+"""What every engine adapter shares: the `Engine` interface and the helpers for index folders, impacts and
+ranking."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from lsr.index import LsrError
+from lsr.index.lucene import term_token
+from lsr.index.sparse import SparseBatch
+
+
+@runtime_checkable
+class Engine(Protocol):
+    name: str
+    mode: str  # "exact" or "approximate"
+
+    def build(self, docs: SparseBatch, workdir: Path, threads: int) -> None: ...
+
+    def build_options(self) -> dict: ...  # what shapes the index (search-only knobs left out)
+
+    def open(self, workdir: Path) -> None: ...  # open an index that `build` wrote into workdir
+
+    def search(self, queries: SparseBatch, k: int, threads: int) -> list[np.ndarray]: ...
+
+    def size_bytes(self) -> int: ...
+
+
+def dir_size(path: Path, exclude: tuple[str, ...] = ()) -> int:
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and p.name not in exclude)
+
+
+def fresh_dir(path: Path) -> Path:
+    path = Path(path)
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+def int_impacts(docs: SparseBatch) -> np.ndarray:
+    impacts = np.rint(docs.weights).astype(np.int64)
+    if len(impacts) and (impacts.min() < 0 or not np.allclose(impacts, docs.weights)):
+        raise LsrError("engines take integer impacts >= 0 (quantise the documents first)")
+    return impacts
+
+
+def rank(doc_idx: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
+    """Order hits by (score desc, doc_idx asc), keep the first k."""
+    doc_idx = np.asarray(doc_idx, dtype=np.int64)
+    order = np.lexsort((doc_idx, -np.asarray(scores, dtype=np.float64)))
+    return doc_idx[order][:k]
+
+
+def term_dicts(docs: SparseBatch, impacts: np.ndarray):
+    """Per document, in row order: {term string: integer impact}, zero impacts left out."""
+    for i in range(len(docs)):
+        lo, hi = docs.indptr[i], docs.indptr[i + 1]
+        yield {term_token(t): int(w) for t, w in zip(docs.term_ids[lo:hi], impacts[lo:hi]) if w > 0}
