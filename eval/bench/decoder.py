@@ -9,9 +9,8 @@ import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
-from .measure import (add_ratios, available_backends, default_device, environment, measure_in_subprocess,
-                      peak_and_times)
-from .results import append_rows
+from .measure import (available_backends, default_device, environment, finish, format_ratios,
+                      measure_in_subprocess, peak_and_times)
 
 DOCS, MAX_LENGTH, BATCH_SIZE, REPEATS, DATASET = 64, 256, 16, 3, "scifact"
 
@@ -170,9 +169,7 @@ def bench_decoder(*, vocabs: Sequence[int] | None = None, docs: int = DOCS, max_
                 if reference is not None and "error" not in row:
                     row["max_abs_diff_vs_reference"] = float(abs(sp.load_npz(path).toarray() - reference).max())
                 rows.append(row)
-    add_ratios(rows, "median_s", "peak_mb")
-    append_rows(json_path, rows)
-    return rows
+    return finish(rows, "median_s", json_path)
 
 
 def format_row(r: dict[str, Any]) -> str:
@@ -180,7 +177,5 @@ def format_row(r: dict[str, Any]) -> str:
         return f"{r['backend']:>9} V={r['vocab']}: error: {r['error']}"
     return (f"{r['backend']:>9} V={r['vocab']} h={r['hidden']} L={r['layers']} {r['dtype']} "
             f"{r['num_docs']} docs T<={r['max_length']}: {r['docs_per_s']:7.1f} docs/s "
-            f"({r['median_s']:.2f} s)  peak {r['peak_mb']:8.1f} MB  "
-            f"(reference/this: time {r.get('reference_over_this_median_s', float('nan')):.2f}x, "
-            f"memory {r.get('reference_over_this_peak_mb', float('nan')):.1f}x)  "
+            f"({r['median_s']:.2f} s)  peak {r['peak_mb']:8.1f} MB  {format_ratios(r, 'median_s')}  "
             f"max |diff| vs reference {r.get('max_abs_diff_vs_reference', float('nan')):.2e}")

@@ -13,9 +13,8 @@ import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
-from .measure import (DTYPES, HEAD_BACKENDS, add_ratios, available_backends, default_device, environment,
-                      measure_in_subprocess, peak_and_times)
-from .results import append_rows
+from .measure import (DTYPES, HEAD_BACKENDS, available_backends, default_device, environment, finish,
+                      format_ratios, measure_in_subprocess, peak_and_times)
 
 __all__ = ["BATCH", "DTYPES", "HEAD_BACKENDS", "MODES", "PADDING", "REPEATS", "SEQ", "bench_head", "format_row",
            "head_inputs", "measure_head"]
@@ -101,15 +100,11 @@ def bench_head(*, batch: int = BATCH, seq: int = SEQ, dim: int | None = None, vo
                           "repeats": repeats}
                 row = measure_head(config) if cuda else measure_in_subprocess(config)
                 rows.append({**env, **row})
-    add_ratios(rows, "median_ms", "peak_mb")
-    append_rows(json_path, rows)
-    return rows
+    return finish(rows, "median_ms", json_path)
 
 
 def format_row(r: dict[str, Any]) -> str:
     if "error" in r:
         return f"{r['backend']:>9} {r['mode']:>7} V={r['vocab']}: error: {r['error']}"
     return (f"{r['backend']:>9} {r['mode']:>7} B={r['batch']} T={r['seq']} h={r['dim']} V={r['vocab']} "
-            f"{r['dtype']}: {r['median_ms']:9.1f} ms  peak {r['peak_mb']:8.1f} MB  "
-            f"(reference/this: time {r.get('reference_over_this_median_ms', float('nan')):.2f}x, "
-            f"memory {r.get('reference_over_this_peak_mb', float('nan')):.1f}x)")
+            f"{r['dtype']}: {r['median_ms']:9.1f} ms  peak {r['peak_mb']:8.1f} MB  " + format_ratios(r, "median_ms"))

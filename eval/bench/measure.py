@@ -142,6 +142,21 @@ def add_ratios(rows: list[dict[str, Any]], *keys: str) -> None:
                 row[f"reference_over_this_{key}"] = ref[key] / max(row[key], 1e-9)
 
 
+def finish(rows: list[dict[str, Any]], time_key: str, json_path) -> list[dict[str, Any]]:
+    """The rows with the reference's time and memory over each backend's, appended to the results file."""
+    from .results import append_rows
+
+    add_ratios(rows, time_key, "peak_mb")
+    append_rows(json_path, rows)
+    return rows
+
+
+def format_ratios(r: dict[str, Any], time_key: str) -> str:
+    """The reference's time and peak memory over this row's (see add_ratios), as the rows print them."""
+    return (f"(reference/this: time {r.get(f'reference_over_this_{time_key}', float('nan')):.2f}x, "
+            f"memory {r.get('reference_over_this_peak_mb', float('nan')):.1f}x)")
+
+
 def _worker(config: dict[str, Any]) -> dict[str, Any]:
     if config.get("bench") == "decoder":
         from .decoder import measure_decoder as measure
