@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import IndexFormatError, LsrError
 from .files import fast_digest, save_array, sha256_file, write_file
-from .hits import Hit, Run
+from .hits import Hit, Run, ranking_order
 from .search import top_k
 from .storage import DOC_IDS, _meta_checksum, read_checked_meta
 
@@ -146,7 +146,7 @@ class DenseStore:
             idx, scores = idx[0].astype(np.int64), scores[0].astype(np.float64)
             keep = idx >= 0
             idx, scores = idx[keep], scores[keep]
-            order = np.lexsort((idx, -scores))  # faiss leaves the order of ties open
+            order = ranking_order(idx, scores)  # faiss leaves the order of ties open
             return idx[order], scores[order]
         scores = self.vectors.astype(np.float32, copy=False) @ q
         # top_k keeps positive scores only; shift (inner products can be negative), rank, then unshift

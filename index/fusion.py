@@ -14,13 +14,13 @@ import math
 from typing import Sequence
 
 from .errors import LsrError
-from .hits import Hit, Run
+from .hits import Hit, Run, ranked_hits
 
 RRF_K = 60
 
 
 def _ranked(scores: dict[str, float], depth: int | None) -> list[Hit]:
-    hits = sorted((Hit(d, s) for d, s in scores.items()), key=lambda h: (-h.score, h.doc_id))
+    hits = ranked_hits(Hit(d, s) for d, s in scores.items())
     return hits if depth is None else hits[:depth]
 
 

@@ -7,15 +7,15 @@ score. Score = sum over query terms of `query_weight * impact`, divided by the q
   `CHUNK_DOCS` documents at a time into a cache-sized accumulator, then one sequential scan of the chunk into
   a top-k heap. 0.14 ms per scifact query, 0.97 ms at 100k and 12.4 ms at 1M synthetic documents through
   `lsr bench query` (README), 6x faster than PISA's MaxScore and Lucene at 1M.
-- `maxscore` (exact unless `alpha` < 1): term-at-a-time MaxScore. Terms go heaviest bound first; once the
+- `maxscore` (exact unless `prune_factor` < 1): term-at-a-time MaxScore. Terms go heaviest bound first; once the
   bounds of the terms left sum below the k-th best score, only the documents that can still make the top k
   are scored further. On SPLADE vectors the bound mass is spread over ~30 query terms and about half the
   documents stay candidates, so it reads ~60% of the postings but is 1.2-1.5x slower than `exhaustive`.
-- `blockmax` (exact unless `alpha` < 1): block-max pruning in the style of BMP. Documents are grouped into
+- `blockmax` (exact unless `prune_factor` < 1): block-max pruning in the style of BMP. Documents are grouped into
   blocks of `block_size` consecutive doc_idx; a block's upper bound is the query-weighted sum of each
   term's largest impact in it. Blocks are visited best bound first and scored exactly from the forward
-  index; the search stops once the next bound cannot beat the k-th best score (with `alpha` < 1, once
-  `alpha * bound` cannot: faster, approximate, never on unless asked). It scores whole documents, so it only
+  index; the search stops once the next bound cannot beat the k-th best score (with `prune_factor` < 1, once
+  `prune_factor * bound` cannot: faster, approximate, never on unless asked). It scores whole documents, so it only
   pays off when bounds are tight (similar documents sharing blocks); in file order it is 10-25x slower
   than `exhaustive` (docs/FIGURES.md).
 - `max_query_terms` (any algorithm) keeps only the heaviest query terms: approximate, never on unless asked.
@@ -30,7 +30,7 @@ import numba
 import numpy as np
 
 from .errors import LsrError
-from .hits import Hit, Run
+from .hits import Hit, Run, ranking_order
 from .sparse import SparseBatch
 from .storage import IndexReader
 
@@ -164,17 +164,17 @@ def _seek(doc_idx, p, hi, d):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _maxscore_query(offsets, doc_idx, impacts, term_max, q_terms, q_weights, k, alpha, acc, out_scores,
+def _maxscore_query(offsets, doc_idx, impacts, term_max, q_terms, q_weights, k, prune_factor, acc, out_scores,
                     out_docs):  # pragma: no cover - compiled
-    """Term-at-a-time top-k with MaxScore pruning (exact when alpha == 1). Returns (hits, postings read).
+    """Term-at-a-time top-k with MaxScore pruning (exact when prune_factor == 1). Returns (hits, postings read).
 
     Terms go heaviest bound first (bound = weight * the term's largest impact). Each term is read whole into
     `acc`, as `_taat_query` does, until the bounds of the terms left, summed (R), fall below the k-th best
     score so far (theta): from then on no unseen document can reach the top k, so only the candidates (seen
     documents with acc + R >= theta) are kept, and each term left adds to them alone (galloping through its
     doc-ordered postings when they are few), dropping candidates as theta rises and R falls. The switch is made
-    only when the candidates would read fewer postings than the whole lists. With alpha < 1, R is scaled by
-    alpha: sooner and harder pruning, approximate. `acc` is a zeroed num_docs buffer and is left zeroed."""
+    only when the candidates would read fewer postings than the whole lists. With prune_factor < 1, R is scaled by
+    prune_factor: sooner and harder pruning, approximate. `acc` is a zeroed num_docs buffer and is left zeroed."""
     m = q_terms.shape[0]
     num_docs = acc.shape[0]
     bound = np.empty(m, dtype=np.float64)
@@ -185,7 +185,7 @@ def _maxscore_query(offsets, doc_idx, impacts, term_max, q_terms, q_weights, k, 
     for i in range(m - 1, -1, -1):
         rest[i] = rest[i + 1] + bound[order[i]]
     for i in range(m):
-        rest[i] = rest[i] * (1.0 + 1e-9) * alpha
+        rest[i] = rest[i] * (1.0 + 1e-9) * prune_factor
     heap_s = np.empty(k, dtype=np.float64)
     heap_d = np.empty(k, dtype=np.int64)
     best = np.empty(k, dtype=np.int64)  # the top k at the last pass over the accumulator
@@ -292,11 +292,11 @@ def _maxscore_query(offsets, doc_idx, impacts, term_max, q_terms, q_weights, k, 
 
 
 @numba.njit(cache=True, parallel=True)
-def _maxscore_batch(offsets, doc_idx, impacts, term_max, q_indptr, q_terms, q_weights, k, alpha, acc,
+def _maxscore_batch(offsets, doc_idx, impacts, term_max, q_indptr, q_terms, q_weights, k, prune_factor, acc,
                     out_scores, out_docs, out_n):  # pragma: no cover - compiled
     for q in numba.prange(q_indptr.shape[0] - 1):
         lo, hi = q_indptr[q], q_indptr[q + 1]
-        n, _ = _maxscore_query(offsets, doc_idx, impacts, term_max, q_terms[lo:hi], q_weights[lo:hi], k, alpha,
+        n, _ = _maxscore_query(offsets, doc_idx, impacts, term_max, q_terms[lo:hi], q_weights[lo:hi], k, prune_factor,
                                acc[numba.get_thread_id()], out_scores[q], out_docs[q])
         out_n[q] = n
 
@@ -318,7 +318,7 @@ def _sift_down_max(heap, bound, m, i):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, nogil=True)
 def _blockmax_query(bm_offsets, bm_blocks, bm_impacts, fwd_indptr, fwd_terms, fwd_impacts, num_docs, block_size,
-                    q_terms, q_weights, k, alpha, out_scores, out_docs):  # pragma: no cover - compiled
+                    q_terms, q_weights, k, prune_factor, out_scores, out_docs):  # pragma: no cover - compiled
     """Top-k of one query into out_scores/out_docs (a min-heap, worst hit at 0); returns (hits, blocks scored)."""
     vocab_size = bm_offsets.shape[0] - 1
     num_blocks = (num_docs + block_size - 1) // block_size
@@ -340,7 +340,7 @@ def _blockmax_query(bm_offsets, bm_blocks, bm_impacts, fwd_indptr, fwd_terms, fw
     while m > 0:
         b = heap[0]
         # a relative margin keeps the bound above any score despite a different summation order
-        if n == k and alpha * bound[b] * (1.0 + 1e-9) < out_scores[0]:
+        if n == k and prune_factor * bound[b] * (1.0 + 1e-9) < out_scores[0]:
             break
         m -= 1
         heap[0] = heap[m]
@@ -358,11 +358,11 @@ def _blockmax_query(bm_offsets, bm_blocks, bm_impacts, fwd_indptr, fwd_terms, fw
 
 @numba.njit(cache=True, parallel=True)
 def _blockmax_batch(bm_offsets, bm_blocks, bm_impacts, fwd_indptr, fwd_terms, fwd_impacts, num_docs, block_size,
-                    q_indptr, q_terms, q_weights, k, alpha, out_scores, out_docs, out_n):  # pragma: no cover
+                    q_indptr, q_terms, q_weights, k, prune_factor, out_scores, out_docs, out_n):  # pragma: no cover
     for q in numba.prange(q_indptr.shape[0] - 1):
         lo, hi = q_indptr[q], q_indptr[q + 1]
         n, _ = _blockmax_query(bm_offsets, bm_blocks, bm_impacts, fwd_indptr, fwd_terms, fwd_impacts, num_docs,
-                               block_size, q_terms[lo:hi], q_weights[lo:hi], k, alpha, out_scores[q], out_docs[q])
+                               block_size, q_terms[lo:hi], q_weights[lo:hi], k, prune_factor, out_scores[q], out_docs[q])
         out_n[q] = n
 
 
@@ -374,7 +374,7 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         kth = np.partition(values, len(values) - k)[len(values) - k]  # the k-th largest value
         keep = values >= kth
         cand, values = cand[keep], values[keep]
-    order = np.lexsort((cand, -values))[:k]
+    order = ranking_order(cand, values)[:k]
     return cand[order], values[order]
 
 
@@ -386,11 +386,11 @@ def _check_query(terms: np.ndarray, weights: np.ndarray, vocab_size: int, k: int
 
 
 ALGORITHMS = ("blockmax", "exhaustive", "maxscore")
-PRUNING = ("blockmax", "maxscore")  # the algorithms `alpha` < 1 makes approximate
+PRUNING = ("blockmax", "maxscore")  # the algorithms `prune_factor` < 1 makes approximate
 
 
 def _rank(scores: np.ndarray, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    order = np.lexsort((docs, -scores))
+    order = ranking_order(docs, scores)
     return docs[order], scores[order]
 
 
@@ -404,25 +404,25 @@ def _prune_query(terms: np.ndarray, weights: np.ndarray, max_query_terms: int | 
 class Searcher:
     """Top-k retrieval over an `IndexReader`: exact by default (see the module docstring for the algorithms).
 
-    `alpha` < 1 and `max_query_terms` make it approximate; `threads` sets numba's threads for batch search;
+    `prune_factor` < 1 and `max_query_terms` make it approximate; `threads` sets numba's threads for batch search;
     `chunk_docs` is the exhaustive algorithm's accumulator size (results do not depend on it).
     """
 
-    def __init__(self, reader: IndexReader, *, algorithm: str = "exhaustive", alpha: float = 1.0,
+    def __init__(self, reader: IndexReader, *, algorithm: str = "exhaustive", prune_factor: float = 1.0,
                  max_query_terms: int | None = None, chunk_docs: int = CHUNK_DOCS) -> None:
         if algorithm not in ALGORITHMS:
             raise LsrError(f"unknown search algorithm {algorithm!r}; choose from {', '.join(ALGORITHMS)}")
-        if not 0 < alpha <= 1:
-            raise LsrError(f"alpha must be in (0, 1], got {alpha}")
+        if not 0 < prune_factor <= 1:
+            raise LsrError(f"prune_factor must be in (0, 1], got {prune_factor}")
         if chunk_docs < 1:
             raise LsrError(f"chunk_docs must be positive, got {chunk_docs}")
         if max_query_terms is not None and max_query_terms < 1:
             raise LsrError(f"max_query_terms must be positive, got {max_query_terms}")
-        if algorithm not in PRUNING and alpha != 1:
-            raise LsrError(f"alpha applies to the {' and '.join(PRUNING)} algorithms only")
+        if algorithm not in PRUNING and prune_factor != 1:
+            raise LsrError(f"prune_factor applies to the {' and '.join(PRUNING)} algorithms only")
         self.reader = reader
         self.algorithm = algorithm
-        self.alpha = float(alpha)
+        self.prune_factor = float(prune_factor)
         self.max_query_terms = max_query_terms
         self._inv_scale = 1.0 / reader.quantization.scale
         self._local = threading.local()
@@ -451,7 +451,7 @@ class Searcher:
 
     @property
     def exact(self) -> bool:
-        return self.alpha == 1.0 and self.max_query_terms is None
+        return self.prune_factor == 1.0 and self.max_query_terms is None
 
     def search_vector(self, terms: np.ndarray, weights: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """(doc_idx, score) of the top k documents for one sparse query vector."""
@@ -467,10 +467,10 @@ class Searcher:
                             self._accumulator(self._chunk), scores, docs)
         elif kernel == "maxscore":
             keep = weights > 0
-            n, _ = _maxscore_query(*self._postings, self._term_max, terms[keep], weights[keep], k_eff, self.alpha,
+            n, _ = _maxscore_query(*self._postings, self._term_max, terms[keep], weights[keep], k_eff, self.prune_factor,
                                    self._accumulator(self.reader.num_docs), scores, docs)
         else:
-            n, _ = _blockmax_query(*self._blockmax, terms, weights, k_eff, self.alpha, scores, docs)
+            n, _ = _blockmax_query(*self._blockmax, terms, weights, k_eff, self.prune_factor, scores, docs)
         idx, scores = _rank(scores[:n], docs[:n])
         return idx, scores * self._inv_scale
 
@@ -504,10 +504,10 @@ class Searcher:
                             counts)
             elif kernel == "maxscore":
                 acc = np.zeros((n_buffers, self.reader.num_docs), np.float64)
-                _maxscore_batch(*self._postings, self._term_max, indptr, terms, weights, k_eff, self.alpha, acc,
+                _maxscore_batch(*self._postings, self._term_max, indptr, terms, weights, k_eff, self.prune_factor, acc,
                                 scores, docs, counts)
             else:
-                _blockmax_batch(*self._blockmax, indptr, terms, weights, k_eff, self.alpha, scores, docs, counts)
+                _blockmax_batch(*self._blockmax, indptr, terms, weights, k_eff, self.prune_factor, scores, docs, counts)
         finally:
             numba.set_num_threads(previous)
         out = []

@@ -151,8 +151,8 @@ def test_batch_search_equals_single_search(tmp_path):
     queries = random_batch(rng, 23, 150, density=0.05)
     ids = [f"q{i}" for i in range(23)]
     for searcher in (Searcher(reader), Searcher(reader, algorithm="blockmax"),
-                     Searcher(reader, algorithm="blockmax", alpha=0.5), Searcher(reader, algorithm="maxscore"),
-                     Searcher(reader, algorithm="maxscore", alpha=0.5)):
+                     Searcher(reader, algorithm="blockmax", prune_factor=0.5), Searcher(reader, algorithm="maxscore"),
+                     Searcher(reader, algorithm="maxscore", prune_factor=0.5)):
         run = searcher.batch_search(queries, ids, k=9, threads=2)
         single = {qid: searcher.search(queries.select([i]), k=9) for i, qid in enumerate(ids)}
         assert run == single
@@ -162,7 +162,7 @@ def test_approximate_search_is_opt_in_and_close(tmp_path):
     rng = np.random.default_rng(12)
     batch = random_batch(rng, 600, 200, density=0.05)
     reader = build(tmp_path, batch)
-    exact, approx = Searcher(reader), Searcher(reader, algorithm="blockmax", alpha=0.7, max_query_terms=6)
+    exact, approx = Searcher(reader), Searcher(reader, algorithm="blockmax", prune_factor=0.7, max_query_terms=6)
     assert exact.exact and not approx.exact
     matrix = reader.doc_matrix().astype(np.float64) / reader.quantization.scale
     recalls = []
@@ -179,10 +179,10 @@ def test_approximate_search_is_opt_in_and_close(tmp_path):
         np.testing.assert_allclose(scores, matrix[got] @ qk, rtol=1e-9)
         recalls.append(len(set(ref.tolist()) & set(got.tolist())) / max(len(ref), 1))
     assert 0.3 < np.mean(recalls) <= 1.0
-    with pytest.raises(LsrError, match="alpha"):
-        Searcher(reader, algorithm="blockmax", alpha=1.5)
+    with pytest.raises(LsrError, match="prune_factor"):
+        Searcher(reader, algorithm="blockmax", prune_factor=1.5)
     with pytest.raises(LsrError, match="maxscore algorithms only"):
-        Searcher(reader, alpha=0.5)
+        Searcher(reader, prune_factor=0.5)
     pruned = Searcher(reader, max_query_terms=6)  # query-term pruning works with the exhaustive algorithm too
     terms, weights = random_batch(rng, 1, 200, density=0.05).row(0)
     keep = np.sort(np.argsort(-weights, kind="stable")[:6])

@@ -106,9 +106,9 @@ class LsrEngine:
 
     name = "lsr"
 
-    def __init__(self, algorithm: str = "exhaustive", max_query_terms: int | None = None, alpha: float = 1.0):
-        self.options = {"algorithm": algorithm, "max_query_terms": max_query_terms, "alpha": alpha}
-        self.mode = "exact" if max_query_terms is None and alpha == 1.0 else "approximate"
+    def __init__(self, algorithm: str = "exhaustive", max_query_terms: int | None = None, prune_factor: float = 1.0):
+        self.options = {"algorithm": algorithm, "max_query_terms": max_query_terms, "prune_factor": prune_factor}
+        self.mode = "exact" if max_query_terms is None and prune_factor == 1.0 else "approximate"
         self._searcher: Searcher | None = None
 
     def build(self, docs: SparseBatch, workdir: Path, threads: int = 1) -> None:

@@ -8,6 +8,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from lsr.index.hits import ranking_order
 from lsr.index import LsrError
 from lsr.index.lucene import term_token
 from lsr.index.sparse import SparseBatch
@@ -54,7 +55,7 @@ def int_impacts(docs: SparseBatch) -> np.ndarray:
 def rank(doc_idx: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
     """Order hits by (score desc, doc_idx asc), keep the first k."""
     doc_idx = np.asarray(doc_idx, dtype=np.int64)
-    order = np.lexsort((doc_idx, -np.asarray(scores, dtype=np.float64)))
+    order = ranking_order(doc_idx, scores)
     return doc_idx[order][:k]
 
 
