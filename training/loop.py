@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from lsr.index import LsrError
+from lsr.index.files import StagedFolder, atomic_write
 
 from .config import TrainConfig
 from .data import MiningSettings, TrainingSet, build_training_set
@@ -275,17 +276,12 @@ def train(config: TrainConfig, datasets: Sequence[Any], *, restart: bool = False
                 "group_rng": group_rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "step": step,
                 "elapsed_s": elapsed_before + time.perf_counter() - start}, config.keep_checkpoints)
 
-    final = out / "model"
-    tmp = out / "model.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    student.save(tmp)
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    final = _save_folder(out / "model", student.save)
     records = read_log(out / "log.jsonl")
     summary = {"model": str(final), "steps": config.steps, "wall_s": records[-1]["elapsed_s"] if records else 0.0,
                "torch_threads": torch.get_num_threads(), "queries": len(data), "documents": len(data.texts),
                "final": records[-1] if records else {}, "config": config_json}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write(out / "summary.json", json.dumps(summary, indent=2))
     plot_curves(records, out / "curves.png", title=out.name)
     log(f"model written to {final}")
     return summary
@@ -303,7 +299,7 @@ def _check_same_config(out: Path, config_json: dict) -> None:
         if json.loads(path.read_text()) != config_json:
             raise LsrError(f"{out} holds a run with another configuration: pick another `out` or pass --restart")
     else:
-        path.write_text(json.dumps(config_json, indent=2))
+        atomic_write(path, json.dumps(config_json, indent=2))
 
 
 def _latest_checkpoint(out: Path) -> Path | None:
@@ -312,14 +308,25 @@ def _latest_checkpoint(out: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def _save_folder(target: Path, write) -> Path:
+    """`write(folder)` into a staged sibling, published in one rename (the previous folder swapped out whole): a
+    crash leaves the previous checkpoint or model intact (lsr.index.files, the project's one writer)."""
+    stage = StagedFolder(target, replace=lambda existing: True)  # our own output folder: replacing it is the job
+    try:
+        write(stage.path)
+        return stage.publish()
+    except BaseException:
+        stage.discard()
+        raise
+
+
 def _save_checkpoint(out: Path, student: Student, step: int, state: dict, keep: int) -> None:
-    """Written to a temporary folder, then renamed: a crash leaves the previous checkpoint intact."""
     root = out / "checkpoints"
-    tmp = root / f"tmp-step-{step}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    student.save(tmp)
-    torch.save(state, tmp / "training_state.pt")
-    tmp.rename(root / f"step-{step}")
+
+    def write(folder: Path) -> None:
+        student.save(folder)
+        torch.save(state, folder / "training_state.pt")
+    _save_folder(root / f"step-{step}", write)
     for old in sorted(root.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[:-keep]:
         shutil.rmtree(old)
 
@@ -333,7 +340,7 @@ def read_log(path: Path) -> list[dict]:
 def _truncate_log(path: Path, step: int) -> None:
     """Drop records past `step` (written after the checkpoint being resumed)."""
     records = [r for r in read_log(path) if r["step"] <= step]
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    atomic_write(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def plot_curves(records: list[dict], path: Path, title: str = "") -> None:
