@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -334,3 +336,16 @@ def test_block_max_closed_form():
     bm_offsets, blocks, impacts = block_max(offsets, np.array([0, 1, 5, 4]), np.array([3, 7, 2, 9], np.uint8), 2)
     assert bm_offsets.tolist() == [0, 2, 2, 3]
     assert blocks.tolist() == [0, 2, 2] and impacts.tolist() == [7, 2, 9]
+
+
+@pytest.mark.parametrize("umask, dir_mode, file_mode", [(0o022, 0o755, 0o644), (0o027, 0o750, 0o640)])
+def test_index_folder_modes_follow_the_umask(tmp_path, umask, dir_mode, file_mode):
+    """Not mkdtemp's private 0700/0600: the operator's umask decides who may read an index."""
+    old = os.umask(umask)
+    try:
+        build(tmp_path, SparseBatch.from_dense(np.eye(3, dtype=np.float32)))
+    finally:
+        os.umask(old)
+    idx = tmp_path / "idx"
+    assert stat.S_IMODE(idx.stat().st_mode) == dir_mode
+    assert {stat.S_IMODE(p.stat().st_mode) for p in idx.iterdir()} == {file_mode}
