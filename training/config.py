@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from lsr.encoders.base import DEFAULT_MAX_LENGTH
 from lsr.index import LsrError
 
 from .teachers import TEACHERS
@@ -95,7 +96,7 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.05, ge=0, le=1)
     max_grad_norm: float = Field(1.0, gt=0)
-    max_length: int = Field(256, ge=8)  # tokens per text in training
+    max_length: int = Field(DEFAULT_MAX_LENGTH, ge=8)  # tokens per text in training
     encode_max_length: int | None = Field(None, ge=8)  # recorded with the model for encoding (default: max_length)
     head: str = "auto"  # fused SPLADE head backend (lsr.kernels)
     checkpoint_every: int = Field(100, ge=1)

@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from lsr.encoders.base import DEFAULT_MAX_LENGTH
 from lsr.index import IndexReader, IndexWriter, LsrError, Searcher, SparseBatch
 
 from .teachers import TEACHERS, Bm25Scorer, pair_scores
@@ -47,7 +48,7 @@ class MiningSettings:
     sparse_teacher: str = "splade-tiny"
     dense_teacher: str = "minilm"
     mine_depth: int = 50
-    max_length: int = 256
+    max_length: int = DEFAULT_MAX_LENGTH
     teachers: tuple[str, ...] = ("dense", "sparse")
 
 
