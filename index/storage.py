@@ -342,40 +342,43 @@ def _mix(a, b, c):  # pragma: no cover - compiled
 
 
 @numba.njit(parallel=True, cache=True)
-def _check_postings(offsets, doc_idx, impacts, num_docs, bm_offsets, bm_blocks, bm_impacts, block_size
-                    ):  # pragma: no cover - compiled
-    """Per term: 0 if fine, 1 doc ids not strictly ascending or out of range, 2 a zero impact, 3 block maxima
-    not those of the postings; and the fingerprint of all (term, doc, impact) entries."""
-    num_terms = offsets.shape[0] - 1
-    codes = np.zeros(num_terms, np.int8)
-    prints = np.zeros(num_terms, np.uint64)
-    for t in numba.prange(num_terms):
+def _check_rows(indptr, ids, values, limit, rows_are_terms, bm_offsets, bm_blocks, bm_impacts, block_size
+                ):  # pragma: no cover - compiled
+    """One CSR orientation of the impacts (postings: rows are terms, ids doc_idx; forward: rows are documents,
+    ids term ids). Per row: 0 if fine, 1 ids not strictly ascending or not below `limit`, 2 a zero impact, 3
+    (postings, block_size > 0) block maxima not those of the row; and the fingerprint of every (term, doc,
+    impact) entry, equal for both orientations of the same impacts."""
+    num_rows = indptr.shape[0] - 1
+    codes = np.zeros(num_rows, np.int8)
+    prints = np.zeros(num_rows, np.uint64)
+    for r in numba.prange(num_rows):
         code = 0
         h = np.uint64(0)
         prev = -1
-        j, j_end = bm_offsets[t], bm_offsets[t + 1]
+        j, j_end = (bm_offsets[r], bm_offsets[r + 1]) if block_size > 0 else (0, 0)
         block, block_max_ = -1, 0
-        for p in range(offsets[t], offsets[t + 1]):
-            d = np.int64(doc_idx[p])
-            w = impacts[p]
-            if d <= prev or d >= num_docs:
+        for p in range(indptr[r], indptr[r + 1]):
+            x = np.int64(ids[p])
+            w = values[p]
+            if x <= prev or x >= limit:
                 code = 1
                 break
             if w == 0:
                 code = 2
                 break
-            prev = d
-            h += _mix(t, d, w)
-            b = d // block_size
-            if b != block:
-                if block >= 0:
-                    if j >= j_end or bm_blocks[j] != block or bm_impacts[j] != block_max_:
-                        code = 3
-                        break
-                    j += 1
-                block, block_max_ = b, w
-            elif w > block_max_:
-                block_max_ = w
+            prev = x
+            h += _mix(r, x, w) if rows_are_terms else _mix(x, r, w)
+            if block_size > 0:
+                b = x // block_size
+                if b != block:
+                    if block >= 0:
+                        if j >= j_end or bm_blocks[j] != block or bm_impacts[j] != block_max_:
+                            code = 3
+                            break
+                        j += 1
+                    block, block_max_ = b, w
+                elif w > block_max_:
+                    block_max_ = w
         if code == 0 and block >= 0:
             if j >= j_end or bm_blocks[j] != block or bm_impacts[j] != block_max_:
                 code = 3
@@ -383,33 +386,15 @@ def _check_postings(offsets, doc_idx, impacts, num_docs, bm_offsets, bm_blocks, 
                 j += 1
         if code == 0 and j != j_end:
             code = 3
-        codes[t] = code
-        prints[t] = h
+        codes[r] = code
+        prints[r] = h
     return codes, prints.sum()
 
 
-@numba.njit(parallel=True, cache=True)
-def _check_forward(indptr, term_ids, impacts, vocab_size):  # pragma: no cover - compiled
-    """Per document: 0 if fine, 1 term ids not strictly ascending or out of range, 2 a zero impact; and the
-    fingerprint of all (term, doc, impact) entries."""
-    num_docs = indptr.shape[0] - 1
-    codes = np.zeros(num_docs, np.int8)
-    prints = np.zeros(num_docs, np.uint64)
-    for d in numba.prange(num_docs):
-        code = 0
-        h = np.uint64(0)
-        prev = -1
-        for p in range(indptr[d], indptr[d + 1]):
-            t = np.int64(term_ids[p])
-            w = impacts[p]
-            if t <= prev or t >= vocab_size:
-                code = 1
-                break
-            if w == 0:
-                code = 2
-                break
-            prev = t
-            h += _mix(t, d, w)
-        codes[d] = code
-        prints[d] = h
-    return codes, prints.sum()
+def _check_postings(offsets, doc_idx, impacts, num_docs, bm_offsets, bm_blocks, bm_impacts, block_size):
+    return _check_rows(offsets, doc_idx, impacts, num_docs, True, bm_offsets, bm_blocks, bm_impacts, block_size)
+
+
+def _check_forward(indptr, term_ids, impacts, vocab_size):
+    none = np.zeros(1, np.int64)
+    return _check_rows(indptr, term_ids, impacts, vocab_size, False, none, none, impacts[:0], 0)
