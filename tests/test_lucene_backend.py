@@ -27,7 +27,7 @@ def lucene_index(tmp_path_factory):
     rng = np.random.default_rng(3)
     docs = _corpus(rng, 600, 40)
     path = tmp_path_factory.mktemp("lucene") / "index"
-    with IndexWriter(path, vocab_size=VOCAB, info={"backend": "lucene"}, companion=write_lucene_index) as writer:
+    with IndexWriter(path, vocab_size=VOCAB, info={"backend": "lucene"}, parts=[write_lucene_index]) as writer:
         writer.add(docs, [f"doc{i}" for i in range(len(docs))])
     reader = IndexReader(path)
     return path, reader, _corpus(rng, 30, 12)
@@ -79,7 +79,7 @@ def test_a_failed_lucene_build_leaves_no_index(tmp_path):
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError, match="disk full"):
-        with IndexWriter(tmp_path / "idx", vocab_size=VOCAB, companion=failing) as writer:
+        with IndexWriter(tmp_path / "idx", vocab_size=VOCAB, parts=[failing]) as writer:
             writer.add(docs, [str(i) for i in range(20)])
     assert not (tmp_path / "idx").exists() and not list(tmp_path.iterdir())
 
@@ -89,8 +89,13 @@ def test_a_missing_lucene_index_is_a_clear_error(lucene_index, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(path, copy)
     shutil.rmtree(copy / "lucene")
+    with pytest.raises(IndexFormatError, match="missing lucene/"):  # the folder's meta lists every Lucene file
+        IndexReader(copy)
+    reader = IndexReader(path)  # and the backend itself refuses a folder that has lost its Lucene index
+    shutil.rmtree(copy)
+    copy.mkdir()
     with pytest.raises(IndexFormatError, match="holds no Lucene index"):
-        open_searcher(IndexReader(copy), copy)
+        open_searcher(reader, copy)
 
 
 def test_cli_builds_and_searches_a_lucene_index(cli, data_dir, tmp_path):
@@ -105,7 +110,7 @@ def test_cli_builds_and_searches_a_lucene_index(cli, data_dir, tmp_path):
     assert len(hits) == 3 and hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"] > 0
     code, _, err = cli("index", "build", "--dataset", "scifact", "--model", "lsr-ifree-tiny", "--out",
                        tmp_path / "other", "--limit", "5", "--backend", "elastic", "--data-dir", data_dir)
-    assert code == 2 and "backend must be one of lsr, lucene" in err
+    assert code == 2 and "'elastic' is not one of 'lsr', 'lucene'" in err  # a usage error now
     code, _, err = cli("eval", "--dataset", "scifact", "--split", "test", "--model", "lsr-ifree-tiny", "--limit", "60",
                        "--index", out, "--data-dir", data_dir)
     assert code == 2 and "was built for the lucene backend, not lsr" in err
