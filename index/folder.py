@@ -33,9 +33,9 @@ Log = Callable[[str], None]
 
 
 def check_folder(path: Path, *, verify_checksums: bool = True) -> IndexReader:
-    """Open every part of an index folder as a reader would (the sparse index, the dense store, the documents),
-    each with its checks; the reader on success."""
-    reader = IndexReader(path, verify_checksums=verify_checksums)
+    """Open every part of an index folder (the sparse index, the dense store, the documents) with every check,
+    the structural pass over all postings included; the reader on success."""
+    reader = IndexReader(path, verify_checksums=verify_checksums, scan=True)
     if has_dense_store(path):
         DenseStore(path, verify_checksums=False)  # its file was hashed with the rest of the folder
     read_documents(path, reader.doc_ids)
