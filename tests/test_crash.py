@@ -18,8 +18,8 @@ from lsr.index import IndexReader
 
 # the points, in build order: between sparse and dense encoding, half-way through each kind of file write,
 # between the sparse and the other parts, after every part and before the meta, just before the final rename
-FAILPOINTS = ["sparse-encoded", "write:postings_impacts.npy", "write:doc_ids.json", "sparse-written",
-              "write:dense.npy", "write:docs.jsonl", "write:meta.json", "publish"]
+FAILPOINTS = ["sparse-encoded", "write:postings_impacts.npy", "sparse-written", "write:dense.npy",
+              "write:docs.jsonl", "publish"]  # .npy files and the others (JSON, JSONL, meta) have one writer each
 
 
 def _build(out: Path, data_dir: Path, *, failpoint: str | None = None, limit: int = 12, wait: bool = True):
