@@ -259,13 +259,13 @@ def bench_head(json_out: JsonOut = None,
                vocab: Annotated[Optional[list[int]], typer.Option("--vocab", help="vocabulary size V (repeatable) "
                                                                   "[30522 on CPU; 30522 and 250002 on CUDA]")] = None,
                dtype: BenchDType = None,
-               backend: Annotated[Optional[list[HeadBackend]], typer.Option(
-                   "--backend", help="backend (repeatable) [all available]")] = None,
+               head: Annotated[Optional[list[HeadBackend]], typer.Option(
+                   "--head", help="SPLADE head kernel (repeatable) [all available]")] = None,
                repeats: Annotated[int, typer.Option("--repeats", help="timed calls after the first")]
                = bench_head_lib.REPEATS) -> None:
     """The head alone: median time and peak memory per backend, forward and forward+backward."""
     rows = bench_head_lib.bench_head(batch=batch, seq=seq, vocabs=vocab, dtype=_values(dtype),
-                                     backends=_values(backend), repeats=repeats, dim=dim, json_path=json_out)
+                                     backends=_values(head), repeats=repeats, dim=dim, json_path=json_out)
     for r in rows:
         typer.echo(bench_head_lib.format_row(r))
 

@@ -79,7 +79,7 @@ def test_bench_commands_refuse_values_outside_their_sets(cli, tmp_path):
     """Fixed value sets are option types: a bogus value is a usage error (exit 2), before anything runs."""
     for args, bad in ((["bench", "query", "--engine", "nope"], "nope"),
                       (["bench", "head", "--dtype", "float16"], "float16"),
-                      (["bench", "head", "--backend", "cuda"], "cuda"),
+                      (["bench", "head", "--head", "cuda"], "cuda"),
                       (["bench", "encode", "--head", "fast"], "fast"),
                       (["bench", "decoder", "--dtype", "fp8"], "fp8"),
                       (["bench", "serve", str(tmp_path), "--mode", "lexical"], "lexical")):
