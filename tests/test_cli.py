@@ -123,3 +123,15 @@ def test_train_config_with_unknown_dataset_is_one_line(cli, data_dir, tmp_path):
     code, _, err = cli("train", "--config", config, "--data-dir", data_dir)
     assert code == 2 and err.startswith("error: ") and "not found" in err and err.count("\n") == 1, err
     assert not (tmp_path / "run").exists()  # nothing written before the data is there
+
+
+def test_cli_value_sets_are_the_libraries():
+    """The CLI names some value sets itself (so it starts without torch); they must be the libraries' own."""
+    from lsr.api.cli import BitsChoice, HeadName, SearchBackend
+    from lsr.index.lucene import BACKENDS
+    from lsr.index.quantize import IMPACT_DTYPES
+    from lsr.kernels import BACKENDS as HEADS
+
+    assert [h.value for h in HeadName] == ["auto", *HEADS]
+    assert tuple(b.value for b in SearchBackend) == BACKENDS
+    assert sorted(int(b.value) for b in BitsChoice) == sorted(IMPACT_DTYPES)
