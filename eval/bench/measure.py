@@ -3,7 +3,7 @@ every row, peak memory and timing of a call, and a fresh process per measurement
 
 Peak memory:
 - CUDA: torch.cuda.max_memory_allocated() during the call minus what was allocated before it.
-- CPU: every (backend, mode) runs in a fresh subprocess (`python -m lsr.eval.bench.measure --worker CONFIG`);
+- CPU: every (backend, mode) runs in a fresh subprocess (`python -m lsr.eval.bench.worker CONFIG`);
   the peak RSS (VmHWM, the process's own high-water mark, reset to the current RSS through
   /proc/self/clear_refs just before the call) after its first full-size call minus the RSS with the inputs in
   place and the libraries warmed up by a tiny call. Not ru_maxrss: a spawned child's starts at its parent's
@@ -123,7 +123,7 @@ def peak_and_times(device: str, call, repeats: int, warmup=None) -> tuple[float,
 
 def measure_in_subprocess(config: dict[str, Any]) -> dict[str, Any]:
     """One measurement (config["bench"]: head or decoder) in a fresh process; a failure becomes an error row."""
-    done = subprocess.run([sys.executable, "-m", "lsr.eval.bench.measure", "--worker", json.dumps(config)],
+    done = subprocess.run([sys.executable, "-m", "lsr.eval.bench.worker", json.dumps(config)],
                           capture_output=True, text=True)
     if done.returncode != 0:
         return {**config, "error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"}
@@ -155,18 +155,3 @@ def format_ratios(r: dict[str, Any], time_key: str) -> str:
     """The reference's time and peak memory over this row's (see add_ratios), as the rows print them."""
     return (f"(reference/this: time {r.get(f'reference_over_this_{time_key}', float('nan')):.2f}x, "
             f"memory {r.get('reference_over_this_peak_mb', float('nan')):.1f}x)")
-
-
-def _worker(config: dict[str, Any]) -> dict[str, Any]:
-    if config.get("bench") == "decoder":
-        from .decoder import measure_decoder as measure
-    else:
-        from .head import measure_head as measure
-    return measure(config)
-
-
-if __name__ == "__main__":  # worker: one measurement in a fresh process (see measure_head, measure_decoder)
-    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
-        print(json.dumps(_worker(json.loads(sys.argv[2]))))
-    else:
-        raise SystemExit("usage: python -m lsr.eval.bench.measure --worker CONFIG_JSON (use `lsr bench` instead)")
