@@ -6,7 +6,8 @@ score. Score = sum over query terms of `query_weight * impact`, divided by the q
 - `exhaustive` (default, exact): term-at-a-time over all postings of the query terms, one chunk of
   `CHUNK_DOCS` documents at a time into a cache-sized accumulator, then one sequential scan of the chunk into
   a top-k heap. 0.14 ms per scifact query, 0.97 ms at 100k and 12.4 ms at 1M synthetic documents through
-  `lsr bench query` (README), 6x faster than PISA's MaxScore and Lucene at 1M.
+  `lsr bench query` (README), 6x faster than PISA's MaxScore and Lucene at 1M on the unclustered synthetic
+  corpus, each engine through its Python API (pyterrier-pisa, pyserini).
 - `maxscore` (exact unless `prune_factor` < 1): term-at-a-time MaxScore. Terms go heaviest bound first; once the
   bounds of the terms left sum below the k-th best score, only the documents that can still make the top k
   are scored further. On SPLADE vectors the bound mass is spread over ~30 query terms and about half the
@@ -549,11 +550,12 @@ def term_max_impacts(reader: IndexReader) -> np.ndarray:
 
 def brute_force_search(reader: IndexReader, terms: np.ndarray, weights: np.ndarray, k: int = 10
                        ) -> tuple[np.ndarray, np.ndarray]:
-    """The reference: score every document with a sparse dot product, rank with a full sort."""
+    """The reference: score every document with a sparse dot product, rank all positive scores with a full sort
+    (score descending, ties to the smaller doc_idx)."""
     _check_query(np.asarray(terms), np.asarray(weights), reader.vocab_size, k)
     q = np.zeros(reader.vocab_size, dtype=np.float64)
     np.add.at(q, np.asarray(terms, dtype=np.int64), np.asarray(weights, dtype=np.float64))
     scores = reader.doc_matrix().astype(np.float64) @ q
-    ranked = sorted((i for i in range(len(scores)) if scores[i] > 0), key=lambda i: (-scores[i], i))[:k]
-    idx = np.array(ranked, dtype=np.int64)
+    positive = np.flatnonzero(scores > 0)
+    idx = positive[np.lexsort((positive, -scores[positive]))][:k].astype(np.int64)
     return idx, scores[idx] / reader.quantization.scale
