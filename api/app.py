@@ -136,7 +136,8 @@ async def search_post(body: SearchRequest, service: ServiceDep, settings: Settin
     return await _search(service, settings, body)
 
 
-@search_router.api_route("/search", methods=["GET", "HEAD"], response_model=SearchResponse)
+@search_router.head("/search", include_in_schema=False)
+@search_router.get("/search", response_model=SearchResponse)
 async def search_get(service: ServiceDep, settings: SettingsDep,
                      q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS, description="query text")],
                      k: Annotated[int, Query(ge=1, le=MAX_K)] = 10, mode: Mode = DEFAULT.mode,
@@ -157,8 +158,8 @@ async def search_get(service: ServiceDep, settings: SettingsDep,
 documents_router = APIRouter(tags=["documents"], dependencies=[Depends(api_key_header)])
 
 
-@documents_router.api_route("/documents/{doc_id:path}", methods=["GET", "HEAD"], response_model=DocumentOut,
-                            responses={404: {"model": ErrorOut}})
+@documents_router.head("/documents/{doc_id:path}", include_in_schema=False)
+@documents_router.get("/documents/{doc_id:path}", response_model=DocumentOut, responses={404: {"model": ErrorOut}})
 async def document(doc_id: str, service: ServiceDep) -> DocumentOut:
     if len(doc_id) > MAX_DOC_ID_CHARS:
         raise DocumentNotFound(f"no document with a {len(doc_id)}-character doc_id in this index")
@@ -170,13 +171,14 @@ async def document(doc_id: str, service: ServiceDep) -> DocumentOut:
 meta_router = APIRouter(tags=["service"])
 
 
-@meta_router.api_route("/stats", methods=["GET", "HEAD"], response_model=StatsOut,
-                        dependencies=[Depends(api_key_header)])
+@meta_router.head("/stats", include_in_schema=False)
+@meta_router.get("/stats", response_model=StatsOut, dependencies=[Depends(api_key_header)])
 async def stats(service: ServiceDep) -> StatsOut:
     return StatsOut(**service.stats())
 
 
-@meta_router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+@meta_router.head("/", include_in_schema=False)
+@meta_router.get("/", include_in_schema=False)
 async def search_page() -> HTMLResponse:
     page = STATIC / "index.html"
     if not page.is_file():
@@ -184,7 +186,8 @@ async def search_page() -> HTMLResponse:
     return HTMLResponse(page.read_text(encoding="utf-8"))
 
 
-@meta_router.api_route("/health", methods=["GET", "HEAD"], response_model=HealthOut)
+@meta_router.head("/health", include_in_schema=False)
+@meta_router.get("/health", response_model=HealthOut)
 async def health(service: ServiceDep) -> HealthOut:
     return HealthOut(status="ok", num_docs=service.reader.num_docs)
 
