@@ -18,7 +18,7 @@ from lsr.encoders import SPARSE_KINDS, load_sparse_encoder as load_encoder, reso
 from lsr.encoders.provider import load_dense_encoder, model_reference
 from lsr.index import (IndexReader, IndexWriter, LsrError, Mode, Quantization, Ranking, Run, SearchService,
                        SparseBatch, StoredDocument, add_dense_store)
-from lsr.index.dense import DenseStore, dense_part, has_dense_store
+from lsr.index.dense import dense_info, dense_part, has_dense_store
 from lsr.index.documents import documents_part
 from lsr.index.files import check_writable_target, failpoint
 from lsr.index.lucene import BACKENDS, index_backend, write_lucene_index
@@ -163,8 +163,8 @@ def open_or_build_index(dataset: BeirDataset, model: str, encoder, path: Path, o
         if not has_dense_store(path):
             figures["dense_docs_per_s"] = add_dense(path, dataset, dense, max_length=options.max_length,
                                                     batch_size=options.batch_size)["docs_per_s"]
-        elif DenseStore(path).info.get("model") != model_reference(dense):
-            raise LsrError(f"{path} holds a dense store of model {DenseStore(path).info.get('model')!r}, "
+        elif dense_info(path).get("model") != model_reference(dense):
+            raise LsrError(f"{path} holds a dense store of model {dense_info(path).get('model')!r}, "
                            f"not {dense!r}")
     return figures
 
@@ -218,7 +218,7 @@ def evaluate(dataset: BeirDataset, model: str, options: EncoderOptions, index_di
                                          dense=dense)
         dense_encoder = None
         if dense:
-            dense_encoder = load_dense_encoder(dense, max_length=DenseStore(path).info.get("max_length"),
+            dense_encoder = load_dense_encoder(dense, max_length=dense_info(path).get("max_length"),
                                                batch_size=options.batch_size)
         service = SearchService(path, sparse_encoder=encoder, dense_encoder=dense_encoder)
         service.rank(query="warm up", k=depth, ranking=ranking)  # compilation and first-call costs out of timing

@@ -82,7 +82,9 @@ def write_dense_files(folder: Path, vectors: np.ndarray, info: dict[str, Any] | 
 class DenseStore:
     """A validated, read-only dense store; `search_vector` returns (doc_idx, score) like `Searcher`."""
 
-    def __init__(self, index_dir: str | Path, *, verify_checksums: bool = True, backend: str = "auto") -> None:
+    def __init__(self, index_dir: str | Path, *, verify_checksums: bool = True, backend: str = "auto",
+                 doc_ids: list[str] | None = None) -> None:
+        """`doc_ids`: the folder's doc ids when the caller has read them already (its IndexReader)."""
         if backend not in BACKENDS:
             raise LsrError(f"dense backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.path = Path(index_dir)
@@ -104,7 +106,8 @@ class DenseStore:
                                    f"{DOC_IDS} (rebuild it)")
         try:
             self.vectors = np.load(vec_path, mmap_mode="r", allow_pickle=False)
-            self.doc_ids: list[str] = json.loads(doc_ids_path.read_text(encoding="utf-8"))
+            self.doc_ids: list[str] = doc_ids if doc_ids is not None else json.loads(
+                doc_ids_path.read_text(encoding="utf-8"))
         except (ValueError, OSError, UnicodeDecodeError) as e:
             raise IndexFormatError(f"{self.path}: unreadable dense store ({e})") from e
         self.num_docs = int(self.meta["num_docs"])
@@ -177,6 +180,11 @@ def _pick_backend(backend: str) -> str:
             raise LsrError("dense backend 'faiss' needs the faiss-cpu package: pip install faiss-cpu") from None
         return "numpy"
     return "faiss"
+
+
+def dense_info(index_dir: str | Path) -> dict[str, Any]:
+    """The dense store's recorded `info` (model, max length, build figures), from its checked meta alone."""
+    return _read_dense_meta(Path(index_dir))["info"]
 
 
 def _read_dense_meta(path: Path) -> dict:

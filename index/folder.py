@@ -37,7 +37,8 @@ def check_folder(path: Path, *, verify_checksums: bool = True) -> IndexReader:
     the structural pass over all postings included; the reader on success."""
     reader = IndexReader(path, verify_checksums=verify_checksums, scan=True)
     if has_dense_store(path):
-        DenseStore(path, verify_checksums=False)  # its file was hashed with the rest of the folder
+        DenseStore(path, verify_checksums=False, backend="numpy",  # hashed with the rest of the folder
+                   doc_ids=reader.doc_ids)
     read_documents(path, reader.doc_ids)
     return reader
 

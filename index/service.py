@@ -69,7 +69,8 @@ class SearchService:
         self.dense_encoder = None
         self.dense_model: str | None = None
         if has_dense_store(self.path):
-            self.dense = DenseStore(self.path, backend=dense_backend,  # hashed with the folder when covered
+            self.dense = DenseStore(self.path, backend=dense_backend, doc_ids=self.reader.doc_ids,
+                                    # hashed with the rest of the folder when its meta covers it
                                     verify_checksums=verify_checksums and not self.reader.covers_folder)
             self.dense_model = self.dense.info.get("model")
             if dense_encoder is None:
