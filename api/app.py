@@ -30,7 +30,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.requests import ClientDisconnect
 
 from lsr.encoders.provider import open_service
-from lsr.index import DocumentNotFound, LsrError, SearchService
+from lsr.index import DocumentNotFound, EngineUnavailable, LsrError, SearchService
 
 from .schemas import (DEFAULT, MAX_DOC_ID_CHARS, MAX_K, MAX_QUERY_CHARS, DocumentOut, ErrorOut, Fusion, HealthOut,
                       HitOut, Mode, PrfPlacement, SearchRequest, SearchResponse, StatsOut)
@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     index_dir: Path
     verify_checksums: bool = True
     dense_backend: Literal["auto", "faiss", "numpy"] = "auto"
+    # "ray": a sharded index's shards on Ray actors (ray_address: a running cluster, else a local Ray);
+    # "local": the shards searched in threads of this process
+    engine: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
     snippet_chars: int = 300
     max_body_bytes: int = MAX_BODY_BYTES
     warm_up: bool = True  # one query through every mode at startup (first-call costs out of user requests)
@@ -189,7 +193,7 @@ async def search_page() -> HTMLResponse:
 @meta_router.head("/health", include_in_schema=False)
 @meta_router.get("/health", response_model=HealthOut)
 async def health(service: ServiceDep) -> HealthOut:
-    return HealthOut(status="ok", num_docs=service.reader.num_docs)
+    return HealthOut(status="ok", num_docs=service.index.num_docs)
 
 
 # -- errors -----------------------------------------------------------------------------------------------
@@ -222,7 +226,8 @@ async def _not_found(request: Request, exc: DocumentNotFound) -> JSONResponse:
 
 
 async def _bad_input(request: Request, exc: LsrError) -> JSONResponse:
-    return JSONResponse(status_code=400, content={"detail": str(exc)})
+    status = 503 if isinstance(exc, EngineUnavailable) else 400  # the engine is down, not the request wrong
+    return JSONResponse(status_code=status, content={"detail": str(exc)})
 
 
 # -- the app ----------------------------------------------------------------------------------------------
@@ -236,10 +241,12 @@ def create_app(settings: Settings | None = None, *, service: SearchService | Non
         if getattr(app.state, "service", None) is None:
             app.state.service = await run_in_threadpool(
                 open_service, settings.index_dir, verify_checksums=settings.verify_checksums,
-                dense_backend=settings.dense_backend)
+                dense_backend=settings.dense_backend, engine=settings.engine, ray_address=settings.ray_address)
             if settings.warm_up:
                 await run_in_threadpool(app.state.service.warm_up)
         yield
+        if app.state.service is not None and service is None:
+            app.state.service.close()
         app.state.service = None
 
     app = FastAPI(title="lsr search", version="0.1.0", lifespan=lifespan,

@@ -88,18 +88,25 @@ def final_hidden_states(model: torch.nn.Module, **inputs) -> torch.Tensor:
     return model(**inputs).logits
 
 
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
+    """The encoders' batches: positions sorted by length (longest first, ties in input order), `batch_size` at a
+    time, so padding is minimal. Encoding one batch's texts alone, in this order, gives the same rows bit for
+    bit as encoding them with the rest (whatever the thread count): what the distributed build relies on to
+    equal the single-process one."""
+    order = np.argsort([-n for n in lengths], kind="stable")
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
 def encode_sorted(items: Sequence[Item], lengths: Sequence[int], run_batch: Callable[[list[Item]], torch.Tensor],
                   *, vocab_size: int, batch_size: int, desc: str, show_progress: bool) -> SparseBatch:
     """The encoders' batched encode: items sorted by length (longest first, stable), `batch_size` at a time
     through `run_batch` (items -> (n, vocab) weights), so padding is minimal; rows come back in input order."""
     if not items:
         return SparseBatch.empty(vocab_size)
-    order = np.argsort([-n for n in lengths], kind="stable")
     rows: list[sp.csr_matrix] = [None] * len(items)  # type: ignore[list-item]
     with tqdm(total=len(items), desc=f"encoding {desc}", unit="text",
               disable=not show_progress or len(items) <= batch_size) as bar:
-        for start in range(0, len(items), batch_size):
-            batch_idx = order[start:start + batch_size]
+        for batch_idx in length_batches(lengths, batch_size):
             block = sp.csr_matrix(run_batch([items[i] for i in batch_idx]).float().cpu().numpy())
             for j, i in enumerate(batch_idx):
                 rows[i] = block[j]

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from lsr.index import LsrError
 
-from .base import check_sizes, checked_texts
+from .base import check_sizes, checked_texts, length_batches
 
 
 class DenseEncoder:
@@ -39,13 +40,24 @@ class DenseEncoder:
     def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
         return self.encode(texts)
 
+    def document_batches(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """The batches `encode_documents(texts)` runs, as positions into `texts` (see `length_batches`); the
+        length is sentence-transformers' own measure (characters)."""
+        return length_batches([len(t) for t in checked_texts(texts)], self.batch_size)
+
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Our batches (`document_batches`), each one sentence-transformers call, so a batch encoded alone gives
+        the same rows as with the rest of the corpus."""
         texts = checked_texts(texts)
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
-                                    normalize_embeddings=True, show_progress_bar=self.show_progress)
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        with tqdm(total=len(texts), desc="encoding dense", unit="text",
+                  disable=not self.show_progress or len(texts) <= self.batch_size) as bar:
+            for batch in self.document_batches(texts):
+                out[batch] = self.model.encode([texts[i] for i in batch], batch_size=len(batch),
+                                               convert_to_numpy=True, normalize_embeddings=True,
+                                               show_progress_bar=False)
+                bar.update(len(batch))
+        return out
 
 
 def _is_local(source: str) -> bool:

@@ -36,13 +36,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from lsr.index import LsrError, SparseBatch
 from lsr.kernels import check_backend, splade_head
 
 from .base import (DEFAULT_MAX_LENGTH, check_sizes, checked_texts, detach_output_head, encode_sorted,
-                   final_hidden_states, read_encoder_settings, write_encoder_settings)
+                   final_hidden_states, length_batches, read_encoder_settings, write_encoder_settings)
 
 # A learned vocabulary bias for the head (SPLADE's MLM decoder has one; decoder lm_heads do not): kept beside
 # the Hugging Face weights so the checkpoint stays a plain causal LM. Absent for hub models: no bias.
@@ -211,6 +212,10 @@ class EchoSpladeEncoder:
 
     def encode_documents(self, texts: Sequence[str]) -> SparseBatch:
         return self.encode(texts, desc="documents")
+
+    def document_batches(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """The batches `encode_documents(texts)` runs, as positions into `texts` (see `length_batches`)."""
+        return length_batches([len(ids) for ids, _ in self._sequences(texts)], self.batch_size)
 
     @torch.inference_mode()
     def encode(self, texts: Sequence[str], desc: str = "texts") -> SparseBatch:

@@ -40,7 +40,8 @@ class ModelProvider:
 
 
 def open_service(index_dir: str | Path, *, verify_checksums: bool = True, dense_backend: str = "auto",
-                 head: str = "auto") -> SearchService:
-    """The search service over an index folder, with the encoders of the models it records."""
+                 head: str = "auto", engine: str = "local", ray_address: str | None = None) -> SearchService:
+    """The search service over an index folder (plain or sharded), with the encoders of the models it records;
+    `engine="ray"` places a sharded folder's shards on Ray actors."""
     return SearchService(index_dir, encoders=ModelProvider(head=head), verify_checksums=verify_checksums,
-                         dense_backend=dense_backend)
+                         dense_backend=dense_backend, engine=engine, ray_address=ray_address)

@@ -4,13 +4,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from lsr.index import LsrError, SparseBatch
 from lsr.kernels import check_backend, splade_head
 
 from .base import (DEFAULT_MAX_LENGTH, check_sizes, checked_texts, detach_output_head, encode_sorted,
-                   final_hidden_states, read_encoder_settings, write_encoder_settings)
+                   length_batches, final_hidden_states, read_encoder_settings, write_encoder_settings)
 from .idf import IdfQueryEncoder, has_idf
 
 
@@ -81,12 +82,19 @@ class SpladeEncoder:
         return splade_head(hidden, self.head_module.weight, self.head_module.bias, attention_mask=attention_mask,
                            backend=self.head)
 
+    def document_batches(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """The batches `encode_documents(texts)` runs, as positions into `texts` (see `length_batches`)."""
+        return length_batches([len(x) for x in self._token_ids(checked_texts(texts))], self.batch_size)
+
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(texts, truncation=True, max_length=self.max_length, add_special_tokens=True)["input_ids"]
+
     @torch.inference_mode()
     def encode(self, texts: Sequence[str], desc: str = "texts") -> SparseBatch:
         texts = checked_texts(texts)
         if not texts:
             return SparseBatch.empty(self.vocab_size)
-        ids = self.tokenizer(texts, truncation=True, max_length=self.max_length, add_special_tokens=True)["input_ids"]
+        ids = self._token_ids(texts)
 
         def run_batch(batch: list[list[int]]) -> torch.Tensor:
             padded = self.tokenizer.pad({"input_ids": batch}, return_tensors="pt")

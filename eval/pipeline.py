@@ -233,20 +233,21 @@ def evaluate(dataset: BeirDataset, model: str, options: EncoderOptions, index_di
             search_ms.append(ranked.search_ms)
             if ranked.sparse_query is not None:
                 vectors.append(ranked.sparse_query)
-        reader = service.reader
+        index = service.index
         efficiency.update({
             "backend": backend, **{k: v for k, v in ranking.to_json().items() if k != "depth"},
             "fusion_depth": ranking.depth, "dense_model": dense, "depth": depth,
-            "index_bytes": service.searcher.size_bytes() + (service.dense.size_bytes() if service.dense else 0),
-            "avg_doc_nnz": float(reader.meta["num_postings"]) / reader.num_docs,
+            "index_bytes": index.size_bytes(), "shards": index.num_shards,
+            "avg_doc_nnz": float(index.meta["num_postings"]) / index.num_docs,
             "query_encode_ms": percentiles(encode_ms), "search_ms": percentiles(search_ms),
-            "query_latency_ms": percentiles(latency), "quantization": reader.meta["quantization"],
+            "query_latency_ms": percentiles(latency), "quantization": index.meta["quantization"],
         })
         if vectors:
             queries = SparseBatch.concat(vectors)
-            docs_df = np.diff(np.asarray(reader.offsets)).astype(np.float64)  # postings per term
+            docs_df = index.postings_per_term.astype(np.float64)
             efficiency.update({"avg_query_nnz": float(queries.nnz) / len(queries),
-                               "flops": expected_flops(queries, docs_df, reader.num_docs)})
+                               "flops": expected_flops(queries, docs_df, index.num_docs)})
+        service.close()
     mode = ranking.mode
     name = model if mode == Mode.sparse else f"{model}+{dense}" if mode == Mode.hybrid else dense
     label = model if mode == Mode.sparse and not ranking.prf else f"{name} ({ranking.label})"

@@ -88,7 +88,7 @@ class DenseStore:
         if backend not in BACKENDS:
             raise LsrError(f"dense backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.path = Path(index_dir)
-        self.meta = _read_dense_meta(self.path)
+        self.meta = read_dense_meta(self.path)
         vec_path = self.path / DENSE_VECTORS
         expected = self.meta["files"][DENSE_VECTORS]
         if not vec_path.is_file():
@@ -184,10 +184,10 @@ def _pick_backend(backend: str) -> str:
 
 def dense_info(index_dir: str | Path) -> dict[str, Any]:
     """The dense store's recorded `info` (model, max length, build figures), from its checked meta alone."""
-    return _read_dense_meta(Path(index_dir))["info"]
+    return read_dense_meta(Path(index_dir))["info"]
 
 
-def _read_dense_meta(path: Path) -> dict:
+def read_dense_meta(path: Path) -> dict:
     meta = read_checked_meta(path, DENSE_META, fmt=DENSE_FORMAT, version=DENSE_FORMAT_VERSION, what="dense store",
                              missing="no dense store; add one with `lsr index build --dense MODEL`")
     ok = (isinstance(meta.get("num_docs"), int) and isinstance(meta.get("dim"), int) and meta["dim"] > 0

@@ -7,3 +7,8 @@ class LsrError(Exception):
 
 class IndexFormatError(LsrError):
     """An index folder that is missing, half-written, corrupted or of another format version."""
+
+
+class EngineUnavailable(LsrError):
+    """An engine the index is served by (a Ray cluster, a Milvus server) that cannot be reached: the API answers
+    503, the CLI one line."""

@@ -55,12 +55,13 @@ class IndexWriter:
     `parts` are callables `part(folder, impacts, doc_ids)` that write more files into the staged folder before
     the meta covers them all (the Lucene index, the dense store, `docs.jsonl`). The target is checked when the
     writer is made (before any encoding): an existing folder is replaced only with `overwrite` and only if it
-    is an lsr index.
+    is an lsr index. `quantization` fixes the scale (weights above its range clip to the largest impact);
+    by default it is fitted to the largest weight.
     """
 
     def __init__(self, path: str | Path, *, vocab_size: int, bits: int = 8, info: dict[str, Any] | None = None,
                  overwrite: bool = False, block_size: int = DEFAULT_BLOCK_SIZE, parts: Sequence[Part] = (),
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, quantization: Quantization | None = None) -> None:
         if block_size < 1:
             raise LsrError(f"block_size must be positive, got {block_size}")
         self.block_size = int(block_size)
@@ -74,6 +75,9 @@ class IndexWriter:
         self._batches: list[SparseBatch] = []
         self._doc_ids: list[str] = []
         Quantization.fit(1.0, bits)  # validates bits early
+        if quantization is not None and quantization.bits != bits:
+            raise LsrError(f"IndexWriter: quantization has {quantization.bits} bits, the index {bits}")
+        self.quantization = quantization  # fixed (the shards of one index share one), else fitted at commit
         check_writable_target(self.path, is_lsr_index if overwrite else None)
 
     def add(self, batch: SparseBatch, doc_ids: Sequence[str]) -> None:
@@ -101,7 +105,7 @@ class IndexWriter:
             dup = next(d for d in self._doc_ids if d in seen or seen.add(d))
             raise LsrError(f"duplicate doc_id {dup!r}: every document needs its own id")
         docs = SparseBatch.concat(self._batches)
-        quant = Quantization.fit(float(docs.weights.max()) if docs.nnz else 1.0, self.bits)
+        quant = self.quantization or Quantization.fit(float(docs.weights.max()) if docs.nnz else 1.0, self.bits)
         impacts = quant.quantize(docs.weights)
         keep = impacts > 0  # a zero impact contributes nothing to any score
         forward = sp.csr_matrix((impacts[keep], docs.term_ids[keep], _kept_indptr(docs.indptr, keep)),

@@ -23,7 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .errors import IndexFormatError, LsrError
-from .hits import Hit, Run
+from .hits import Hit, Run, ranking_order
 from .protocols import SparseSearcher
 from .search import Searcher
 from .sparse import SparseBatch
@@ -130,6 +130,7 @@ class LuceneImpactBackend:
         self.reader = reader
         self._path = path
         self._score_scale = 1.0 / (QUERY_SCALE * reader.quantization.scale)
+        self._doc_index: dict[str, int] | None = None
 
     def _jquery(self, terms: np.ndarray, weights: np.ndarray):
         if len(terms) and (terms.min() < 0 or terms.max() >= self.reader.vocab_size):
@@ -146,6 +147,19 @@ class LuceneImpactBackend:
             raise LsrError(f"k must be positive, got {k}")
         jquery = self._jquery(*query.row(0))
         return self._hits(self._lucene.object.search(jquery, int(k))) if jquery.size() else []
+
+    def search_vector(self, terms: np.ndarray, weights: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """(doc_idx, score) of the top k, ranked like `Searcher.search_vector` (ties to the smaller doc_idx)."""
+        if k <= 0:
+            raise LsrError(f"k must be positive, got {k}")
+        jquery = self._jquery(np.asarray(terms), np.asarray(weights))
+        hits = self._hits(self._lucene.object.search(jquery, int(k))) if jquery.size() else []
+        if self._doc_index is None:
+            self._doc_index = {d: i for i, d in enumerate(self.reader.doc_ids)}
+        idx = np.array([self._doc_index[h.doc_id] for h in hits], dtype=np.int64)
+        scores = np.array([h.score for h in hits], dtype=np.float64)
+        order = ranking_order(idx, scores)
+        return idx[order], scores[order]
 
     def batch_search(self, queries: SparseBatch, query_ids: Sequence[str], k: int = 10,
                      threads: int | None = None) -> Run:

@@ -2,7 +2,8 @@
 evaluation all rank through `SearchService.rank`, so what is evaluated is what users get.
 
 An index folder holds the sparse impact index (storage.py), optionally a dense store in the same doc_idx space
-(dense.py) and `docs.jsonl` (documents.py), and, for the Lucene backend, a Lucene index (lucene.py). The
+(dense.py) and `docs.jsonl` (documents.py), and, for the Lucene backend, a Lucene index (lucene.py); a sharded
+folder holds one such index per document range, searched as one (shards.py: plain is one shard). The
 encoders are injected through the protocols this package declares (protocols.py): explicitly, or by an
 `EncoderProvider` that loads the models the folder records (`lsr.encoders.ModelProvider`), so this module
 needs no torch.
@@ -28,17 +29,15 @@ from typing import Any
 
 import numpy as np
 
-from .dense import DenseStore, has_dense_store
-from .documents import DocumentNotFound, StoredDocument, read_documents
+from .documents import DocumentNotFound, StoredDocument
 from .errors import LsrError
 from .fusion import interpolate_hits, rrf_hits
 from .hits import Hit
-from .lucene import index_backend, open_searcher
-from .prf import feedback_matrix, rocchio_sparse, vector_prf
+from .prf import rocchio_sparse, vector_prf
 from .protocols import DenseQueryEncoder, EncoderProvider, QueryEncoder
 from .ranking import Fusion, Mode, PrfPlacement, Ranking
+from .shards import open_shards
 from .sparse import SparseBatch
-from .storage import IndexReader
 
 
 @dataclass
@@ -51,67 +50,71 @@ class Ranked:
 
 
 class SearchService:
-    """Owns one index folder and its encoders; every method is keyword-only and thread-safe."""
+    """Owns one index folder (plain or sharded) and its encoders; every method is keyword-only and thread-safe.
+
+    `engine="ray"` places a sharded folder's shards on Ray actors (`ray_address`: a running cluster, else a
+    local Ray); "local" searches the shards in parallel threads of this process."""
 
     def __init__(self, index_dir: str | Path, *, encoders: EncoderProvider | None = None,
                  sparse_encoder: QueryEncoder | None = None, dense_encoder: DenseQueryEncoder | None = None,
-                 verify_checksums: bool = True, dense_backend: str = "auto") -> None:
+                 verify_checksums: bool = True, dense_backend: str = "auto", engine: str = "local",
+                 ray_address: str | None = None) -> None:
         self.path = Path(index_dir)
-        self.reader = IndexReader(self.path, verify_checksums=verify_checksums)
-        self.searcher = open_searcher(self.reader, self.path)  # ours, or Lucene for `--backend lucene`
-        self.sparse_model = self.reader.info.get("model")
+        self.index = open_shards(self.path, verify_checksums=verify_checksums, dense_backend=dense_backend,
+                                 engine=engine, ray_address=ray_address)
+        info = self.index.info
+        self.sparse_model = info.get("model")
         if sparse_encoder is None:
             if encoders is None or not self.sparse_model:
                 raise LsrError(f"{self.path}: no sparse query encoder (the index records no model)")
-            sparse_encoder = encoders.sparse_query_encoder(self.reader.info)
+            sparse_encoder = encoders.sparse_query_encoder(info)
         self.sparse_encoder = sparse_encoder
-        self.dense: DenseStore | None = None
         self.dense_encoder = None
         self.dense_model: str | None = None
-        if has_dense_store(self.path):
-            self.dense = DenseStore(self.path, backend=dense_backend, doc_ids=self.reader.doc_ids,
-                                    # hashed with the rest of the folder when its meta covers it
-                                    verify_checksums=verify_checksums and not self.reader.covers_folder)
-            self.dense_model = self.dense.info.get("model")
+        if self.index.has_dense:
+            assert self.index.dense_info is not None
+            self.dense_model = self.index.dense_info.get("model")
             if dense_encoder is None:
                 if encoders is None or not self.dense_model:
                     raise LsrError(f"{self.path}: no dense query encoder (the dense store records no model)")
-                dense_encoder = encoders.dense_query_encoder(self.dense.info)
+                dense_encoder = encoders.dense_query_encoder(self.index.dense_info)
             self.dense_encoder = dense_encoder
-        self.documents: dict[str, StoredDocument] = read_documents(self.path, self.reader.doc_ids)
-        self._doc_index = {d: i for i, d in enumerate(self.reader.doc_ids)}
-        self._feedback = None
-        self._feedback_lock = threading.Lock()
+        self.documents: dict[str, StoredDocument] = self.index.documents
         self._encode_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.index.close()
 
     # -- documents ----------------------------------------------------------------------------------
     def document(self, *, doc_id: str) -> StoredDocument:
-        if doc_id not in self._doc_index:
+        if doc_id not in self.index:
             raise DocumentNotFound(f"no document with doc_id {doc_id!r} in this index")
         return self.documents.get(doc_id) or StoredDocument(doc_id, None, None)
 
     def stats(self) -> dict[str, Any]:
-        meta = self.reader.meta
+        meta = self.index.meta
         return {
-            "num_docs": self.reader.num_docs,
-            "vocab_size": self.reader.vocab_size,
+            "num_docs": self.index.num_docs,
+            "vocab_size": int(meta["vocab_size"]),
             "num_postings": int(meta["num_postings"]),
-            "avg_doc_nnz": int(meta["num_postings"]) / max(self.reader.num_docs, 1),
+            "avg_doc_nnz": int(meta["num_postings"]) / max(self.index.num_docs, 1),
             "quantization": meta["quantization"],
             "sparse_model": self.sparse_model,
             "dense_model": self.dense_model,
-            "dense_dim": self.dense.dim if self.dense else None,
-            "dense_backend": self.dense.backend if self.dense else None,
+            "dense_dim": self.index.dense_dim,
+            "dense_backend": self.index.dense_backend,
             "has_documents": bool(self.documents),
-            "index_bytes": self.searcher.size_bytes() + (self.dense.size_bytes() if self.dense else 0),
-            "backend": index_backend(self.reader),
+            "index_bytes": self.index.size_bytes(),
+            "backend": self.index.info.get("backend", "lsr"),
+            "shards": self.index.num_shards,
+            "engine": self.index.engine,
             "modes": list(self.modes),
-            "dataset": self.reader.info.get("dataset"),
+            "dataset": self.index.info.get("dataset"),
         }
 
     @property
     def modes(self) -> tuple[str, ...]:
-        return tuple(m.value for m in Mode) if self.dense is not None else (Mode.sparse.value,)
+        return tuple(m.value for m in Mode) if self.index.has_dense else (Mode.sparse.value,)
 
     def warm_up(self) -> None:
         """One query through every available mode, so first-call costs (lazy imports, JIT, thread pools)
@@ -132,7 +135,7 @@ class SearchService:
             raise LsrError("empty query")
         if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
             raise LsrError(f"k must be a positive integer, got {k!r}")
-        if r.mode != Mode.sparse and self.dense is None:
+        if r.mode != Mode.sparse and not self.index.has_dense:
             raise LsrError(f"mode {r.mode.value!r} needs a dense store; this index has none (build it with "
                            "--dense MODEL)")
         out = Ranked([])
@@ -189,29 +192,29 @@ class SearchService:
         return interpolate_hits(sparse_hits, dense_hits, alpha=r.alpha, depth=depth)
 
     def _sparse(self, query: SparseBatch, k: int, out: Ranked) -> list[Hit]:
+        if len(query) != 1:
+            raise LsrError(f"search takes one query vector, got {len(query)}")
         t0 = time.perf_counter()
-        hits = self.searcher.search(query, k=k)
+        hits = self._hits(*self.index.sparse(*query.row(0), k))
         out.search_ms += (time.perf_counter() - t0) * 1e3
         return hits
 
     def _dense(self, vector: np.ndarray, k: int, out: Ranked) -> list[Hit]:
-        assert self.dense is not None
         t0 = time.perf_counter()
-        hits = self.dense.search(vector, k=k)
+        hits = self._hits(*self.index.dense(vector, k))
         out.search_ms += (time.perf_counter() - t0) * 1e3
         return hits
 
-    def _rows(self, hits: list[Hit]) -> np.ndarray:
-        return np.array([self._doc_index[h.doc_id] for h in hits], dtype=np.int64)
+    def _hits(self, idx: np.ndarray, scores: np.ndarray) -> list[Hit]:
+        ids = self.index.doc_ids
+        return [Hit(ids[i], float(s)) for i, s in zip(idx.tolist(), scores.tolist())]
 
     def _rocchio(self, query: SparseBatch, feedback_hits: list[Hit], r: Ranking) -> SparseBatch:
-        with self._feedback_lock:
-            if self._feedback is None:  # documents x terms weights, built on first use
-                self._feedback = feedback_matrix(self.reader)
-        return rocchio_sparse(query, self._feedback[self._rows(feedback_hits)], query_weight=r.prf_query_weight,
+        rows = self.index.rows([h.doc_id for h in feedback_hits])
+        return rocchio_sparse(query, self.index.feedback_rows(rows), query_weight=r.prf_query_weight,
                               feedback_weight=r.prf_feedback_weight)
 
     def _vector_prf(self, vector: np.ndarray, feedback_hits: list[Hit], r: Ranking) -> np.ndarray:
-        assert self.dense is not None
-        return vector_prf(vector, self.dense.vectors[self._rows(feedback_hits)], query_weight=r.prf_query_weight,
+        rows = self.index.rows([h.doc_id for h in feedback_hits])
+        return vector_prf(vector, self.index.dense_rows(rows), query_weight=r.prf_query_weight,
                           feedback_weight=r.prf_feedback_weight)

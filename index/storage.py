@@ -35,6 +35,7 @@ from .quantize import Quantization
 
 FORMAT = "lsr-index"
 FORMAT_VERSION = 2
+SHARDED_FORMAT = "lsr-sharded-index"  # a folder of lsr indexes over consecutive document ranges (shards.py)
 META = "meta.json"
 MAX_META_BYTES = 16 << 20  # a meta.json is a few KB; anything this large is not one
 DEFAULT_BLOCK_SIZE = 32  # documents per block of the block-max bounds
@@ -69,12 +70,13 @@ def id_dtype(count: int) -> np.dtype:
 
 
 def is_lsr_index(path: Path) -> bool:
-    """True for a folder whose meta.json says it is an lsr index (what --overwrite may replace)."""
+    """True for a folder whose meta.json says it is an lsr index, plain or sharded (what --overwrite may
+    replace)."""
     try:
         meta = json.loads((Path(path) / META).read_text(encoding="utf-8")[:MAX_META_BYTES])
     except (OSError, ValueError, UnicodeDecodeError, RecursionError):
         return False
-    return isinstance(meta, dict) and meta.get("format") == FORMAT
+    return isinstance(meta, dict) and meta.get("format") in (FORMAT, SHARDED_FORMAT)
 
 
 def folder_files(folder: Path) -> list[str]:

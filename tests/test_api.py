@@ -74,9 +74,11 @@ def test_hybrid_fusion_and_prf_placements(client, placement, fusion):
 
 
 def test_search_agrees_with_the_parts(service):
-    direct = Searcher(service.reader).search(service.sparse_encoder.encode_queries([QUERY]), k=5)
+    from lsr.index import DenseStore, IndexReader
+
+    direct = Searcher(IndexReader(service.path)).search(service.sparse_encoder.encode_queries([QUERY]), k=5)
     assert service.search(query=QUERY, k=5, mode="sparse") == direct
-    dense = service.dense.search(service.dense_encoder.encode_queries([QUERY])[0], k=5)
+    dense = DenseStore(service.path).search(service.dense_encoder.encode_queries([QUERY])[0], k=5)
     assert service.search(query=QUERY, k=5, mode="dense") == dense
     # alpha 1 ranks by the sparse list alone; alpha 0 by the dense list alone
     assert [h.doc_id for h in service.search(query=QUERY, k=5, mode="hybrid", alpha=1.0)] == [h.doc_id for h in direct]

@@ -1,0 +1,73 @@
+"""One shard's search by local doc_idx, in this process (`LocalShard`); `ShardHandle` is what the sharded search
+(`shards.ShardSet`) needs of a shard, here or on a Ray actor (`ray_shards.RayShard`)."""
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import scipy.sparse as sp
+
+from .dense import DenseStore, has_dense_store
+from .lucene import open_searcher
+from .storage import IndexReader
+
+
+class ShardHandle(Protocol):
+    """One shard's search, by local doc_idx; `submit` runs a method and returns a future (thread or Ray)."""
+
+    def submit(self, method: str, *args: Any) -> Any: ...  # an object with .result()
+
+
+class LocalShard:
+    """One index folder opened in this process: sparse and dense top k, feedback rows, dense rows."""
+
+    def __init__(self, path: str | Path, *, verify_checksums: bool = True, dense_backend: str = "auto",
+                 reader: IndexReader | None = None) -> None:
+        self.path = Path(path)
+        self.reader = reader or IndexReader(self.path, verify_checksums=verify_checksums)
+        self.searcher = open_searcher(self.reader, self.path)  # ours, or Lucene for `--backend lucene`
+        self.dense: DenseStore | None = None
+        if has_dense_store(self.path):
+            self.dense = DenseStore(self.path, backend=dense_backend, doc_ids=self.reader.doc_ids,
+                                    # hashed with the rest of the folder when its meta covers it
+                                    verify_checksums=verify_checksums and not self.reader.covers_folder)
+        self._feedback: sp.csr_matrix | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    # the methods a handle runs (here, or on a Ray actor holding a LocalShard)
+    def sparse(self, terms: np.ndarray, weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.searcher.search_vector(terms, weights, k=k)
+
+    def dense_search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        assert self.dense is not None
+        return self.dense.search_vector(vector, k=k)
+
+    def feedback_rows(self, rows: np.ndarray) -> sp.csr_matrix:
+        """Documents x terms float32 weights (impacts / scale) of local rows, built on first use."""
+        if self._feedback is None:
+            from .prf import feedback_matrix
+
+            self._feedback = feedback_matrix(self.reader)
+        return self._feedback[np.asarray(rows, dtype=np.int64)]
+
+    def dense_rows(self, rows: np.ndarray) -> np.ndarray:
+        assert self.dense is not None
+        return np.asarray(self.dense.vectors[np.asarray(rows, dtype=np.int64)])
+
+    def size_bytes(self) -> int:
+        return self.searcher.size_bytes() + (self.dense.size_bytes() if self.dense else 0)
+
+    def submit(self, method: str, *args: Any) -> Future:
+        if self._pool is None:
+            return _done(getattr(self, method)(*args))
+        return self._pool.submit(getattr(self, method), *args)
+
+
+def _done(value: Any) -> Future:
+    future: Future = Future()
+    future.set_result(value)
+    return future
+
+
