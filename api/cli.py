@@ -51,6 +51,11 @@ AlphaOpt = Annotated[float, typer.Option("--alpha", min=0.0, max=1.0,
 PlacementOpt = Annotated[PrfPlacement, typer.Option("--prf-placement",
                                                     help="hybrid PRF: interpolate before, after or both")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="replace an existing lsr index folder (nothing else)")]
+EngineName = Enum("EngineName", {name: name for name in ("local", "ray")}, type=str)
+Shards = Annotated[int, typer.Option("--shards", help="split the index into N shards over consecutive document "
+                                     "ranges (a sharded folder, searched as one)")]
+RayAddress = Annotated[Optional[str], typer.Option("--ray-address", help="a running Ray cluster (ray://HOST:PORT or "
+                                                   "HOST:PORT) [default: start a local Ray on 127.0.0.1]")]
 
 
 def _options(max_length: int | None, batch_size: int, head: HeadName):
@@ -93,22 +98,56 @@ def encode(dataset: Dataset, model: Model, out: Annotated[Path, typer.Option("--
 def index_build(dataset: Dataset, model: Model, out: Annotated[Path, typer.Option("--out", help="index folder")],
                 dense: DenseModel = None, limit: Limit = None, bits: Bits = BitsChoice.b8, overwrite: Overwrite = False,
                 max_length: ModelMaxLength = None, batch_size: BatchSize = 32, head: Head = HeadName.auto,
-                backend: BackendOpt = SearchBackend.lsr, data_dir: DataDir = None) -> None:
+                backend: BackendOpt = SearchBackend.lsr, data_dir: DataDir = None,
+                engine: Annotated[EngineName, typer.Option("--engine", help="local: this process; ray: a pool of "
+                                                           "Ray Data encoder actors (a sharded folder)")] = EngineName.local,
+                workers: Annotated[int, typer.Option("--workers", help="Ray encoder actors (--engine ray)")] = 2,
+                shards: Shards = 1, ray_address: RayAddress = None) -> None:
     """Encode a BEIR corpus into an index folder OUT: the impact index, the documents' text, a dense store with
-    --dense, a Lucene index with --backend lucene. The folder appears whole, in one rename, once everything is
-    written and verified; until then an index already at OUT stays as it was."""
+    --dense, a Lucene index with --backend lucene; --shards N writes N shards, --engine ray encodes on Ray. The
+    folder appears whole, in one rename, once everything is written and verified; until then an index already at
+    OUT stays as it was."""
     from lsr.eval.beir import load_corpus
+    from lsr.eval.distributed import build_index_ray, check_ray_build
     from lsr.eval.pipeline import build_index, check_build
     from lsr.index.files import check_writable_target
     from lsr.index.storage import is_lsr_index
 
     check_build(model, dense=dense, bits=int(bits.value), backend=backend.value)  # before the corpus and any model load
+    if (engine == EngineName.ray or shards != 1) and backend != SearchBackend.lsr:
+        raise LsrError("--engine ray and --shards build the lsr backend only")
+    if engine != EngineName.ray and (workers != 2 or ray_address):
+        raise LsrError("--workers and --ray-address need --engine ray")
+    check_ray_build(workers, shards, max(shards, 1))
     check_writable_target(out, is_lsr_index if overwrite else None)
     ds = load_corpus(dataset, data_dir, limit)
-    figures = build_index(ds, model, out, _options(max_length, batch_size, head), dense=dense, bits=int(bits.value),
-                          overwrite=overwrite, backend=backend.value, log=_note)
-    typer.echo(f"indexed {len(ds.corpus)} documents into {out} ({figures['docs_per_s']:.1f} docs/s encoding"
-               + (f", dense {figures['dense_docs_per_s']:.1f} docs/s" if dense else "") + ")")
+    check_ray_build(workers, shards, len(ds.corpus))
+    options = _options(max_length, batch_size, head)
+    if engine == EngineName.ray:
+        figures = build_index_ray(ds, model, out, options, workers=workers, shards=shards, ray_address=ray_address,
+                                  dense=dense, bits=int(bits.value), overwrite=overwrite, log=_note)
+    else:
+        figures = build_index(ds, model, out, options, dense=dense, bits=int(bits.value), overwrite=overwrite,
+                              backend=backend.value, shards=shards, log=_note)
+    typer.echo(f"indexed {len(ds.corpus)} documents into {out}" + (f" ({shards} shards)" if shards > 1 else "")
+               + f" ({figures['docs_per_s']:.1f} docs/s encoding"
+               + (f", dense {figures['dense_docs_per_s']:.1f} docs/s" if dense and 'dense_docs_per_s' in figures
+                  else "") + ")")
+
+
+@index_app.command("merge")
+def index_merge(out: Annotated[Path, typer.Argument(help="the sharded index folder to write")],
+                indexes: Annotated[list[Path], typer.Argument(help="index folders (plain or sharded), in order")],
+                shards: Annotated[Optional[int], typer.Option("--shards", help="re-cut the documents into N even "
+                                                              "shards [default: keep every input shard]")] = None,
+                overwrite: Overwrite = False) -> None:
+    """Fold indexes of distinct documents into one sharded folder OUT (their documents in the order given), or
+    re-shard one index with --shards N. Inputs must share model, quantisation and parts."""
+    from lsr.index.shards import merge_indexes
+
+    done = merge_indexes(out, indexes, shards=shards, overwrite=overwrite, log=_note)
+    typer.echo(f"merged {done['inputs']} index(es), {done['input_shards']} shard(s), {done['num_docs']:,} documents "
+               f"into {out} ({done['shards']} shards)")
 
 
 @index_app.command("verify")
@@ -117,10 +156,10 @@ def index_verify(index: Annotated[Path, typer.Argument(help="index folder")]) ->
     postings, forward index and block maxima, the dense store and docs.jsonl typed and matched to the index."""
     import time
 
-    from lsr.index import verify_index
+    from lsr.index.shards import verify_any
 
     start = time.perf_counter()
-    checked = verify_index(index)
+    checked = verify_any(index)
     typer.echo(f"{index}: ok ({checked['files']} files, {checked['bytes']:,} bytes, {checked['num_docs']:,} "
                f"documents, {checked['num_postings']:,} postings) in {time.perf_counter() - start:.1f} s")
     if checked["not_covered"]:
@@ -155,9 +194,12 @@ def search(index: Annotated[Path, typer.Argument(help="index folder")],
 @app.command()
 def serve(index: Annotated[Path, typer.Argument(help="index folder")],
           host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
-          port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 8000) -> None:
-    """Serve the REST API and the search page over an index folder (settings from LSR_* variables: timeouts,
-    connection cap, API key; see the README's Operations section)."""
+          port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 8000,
+          engine: Annotated[Optional[EngineName], typer.Option("--engine", help="local: shards searched in threads "
+                                                               "here; ray: on Ray actors [env LSR_ENGINE]")] = None,
+          ray_address: RayAddress = None) -> None:
+    """Serve the REST API and the search page over an index folder, plain or sharded (settings from LSR_*
+    variables: timeouts, connection cap, API key; see the README's Operations section)."""
     from pydantic import ValidationError
 
     from lsr.api.app import Settings
@@ -165,10 +207,12 @@ def serve(index: Annotated[Path, typer.Argument(help="index folder")],
     from lsr.encoders.provider import open_service
 
     try:
-        settings = Settings(index_dir=index)
+        given = {"engine": engine.value} if engine else {}
+        settings = Settings(index_dir=index, **given, **({"ray_address": ray_address} if ray_address else {}))
     except ValidationError as e:
         raise LsrError("; ".join(err["msg"].removeprefix("Value error, ") for err in e.errors())) from None
-    service = open_service(index, verify_checksums=settings.verify_checksums, dense_backend=settings.dense_backend)
+    service = open_service(index, verify_checksums=settings.verify_checksums, dense_backend=settings.dense_backend,
+                           engine=settings.engine, ray_address=settings.ray_address)
     if settings.warm_up:
         service.warm_up()
     run(settings, host=host, port=port, service=service)

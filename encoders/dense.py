@@ -41,9 +41,7 @@ class DenseEncoder:
         return self.encode(texts)
 
     def document_batches(self, texts: Sequence[str]) -> list[np.ndarray]:
-        """The batches `encode_documents(texts)` runs, as positions into `texts` (see `length_batches`); the
-        length is sentence-transformers' own measure (characters)."""
-        return length_batches([len(t) for t in checked_texts(texts)], self.batch_size)
+        return dense_batches(texts, self.batch_size)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Our batches (`document_batches`), each one sentence-transformers call, so a batch encoded alone gives
@@ -58,6 +56,12 @@ class DenseEncoder:
                                                show_progress_bar=False)
                 bar.update(len(batch))
         return out
+
+
+def dense_batches(texts: Sequence[str], batch_size: int) -> list[np.ndarray]:
+    """The batches `DenseEncoder.encode_documents(texts)` runs, as positions into `texts` (see `length_batches`);
+    the length is sentence-transformers' own measure (characters), so no model is needed to plan them."""
+    return length_batches([len(t) for t in checked_texts(texts)], batch_size)
 
 
 def _is_local(source: str) -> bool:

@@ -21,7 +21,8 @@ from lsr.index import (IndexReader, IndexWriter, LsrError, Mode, Quantization, R
 from lsr.index.dense import dense_info, dense_part, has_dense_store
 from lsr.index.documents import documents_part
 from lsr.index.files import check_writable_target, failpoint
-from lsr.index.lucene import BACKENDS, index_backend, write_lucene_index
+from lsr.index.lucene import BACKENDS, write_lucene_index
+from lsr.index.shards import ShardedWriter, open_shards
 from lsr.index.storage import is_lsr_index
 
 from .beir import BeirDataset
@@ -73,9 +74,32 @@ def _encode_dense(dataset: BeirDataset, model: str, max_length: int | None, batc
     return vectors, info, figures
 
 
+def write_shards(out: Path, docs: SparseBatch, doc_ids: list[str], *, shards: int, vocab_size: int, bits: int,
+                 info: dict[str, Any], vectors: np.ndarray | None = None, dense_meta: dict | None = None,
+                 documents: list[StoredDocument] | None = None, overwrite: bool = False, log: Log | None = None,
+                 show_progress: bool = False) -> None:
+    """A sharded index folder of encoded documents: one quantisation scale over all of them (fitted as a plain
+    build fits it), each shard with its slice of the dense vectors and documents, published whole."""
+    from tqdm.auto import tqdm
+
+    quant = Quantization.fit(float(docs.weights.max()) if docs.nnz else 1.0, bits)
+    writer = ShardedWriter(out, num_docs=len(doc_ids), shards=shards, overwrite=overwrite, log=log)
+    with writer, tqdm(total=shards, desc="writing shards", unit="shard", disable=not show_progress) as bar:
+        for i, (a, b) in enumerate(writer.ranges):
+            parts = []
+            if vectors is not None:
+                parts.append(dense_part(vectors[a:b], dense_meta))
+            if documents is not None:
+                parts.append(documents_part(documents[a:b]))
+            writer.write_shard(i, docs.select(np.arange(a, b)), doc_ids[a:b], vocab_size=vocab_size,
+                               quantization=quant, info=info, parts=parts)
+            bar.update(1)
+        writer.commit(info)
+
+
 def build_index(dataset: BeirDataset, model: str, out: str | Path, options: EncoderOptions, *,
                 dense: str | None = None, bits: int = 8, overwrite: bool = False, backend: str = "lsr",
-                encoder=None, documents: bool = True, log: Log | None = None) -> dict[str, float]:
+                encoder=None, documents: bool = True, shards: int = 1, log: Log | None = None) -> dict[str, float]:
     """`lsr index build`: the sparse index, the documents' text, a dense store if `dense` names a model and a
     Lucene index for the `lucene` backend, all in one folder that appears whole or not at all. Names and the
     target are checked before any model loads; `encoder` (an already loaded sparse encoder) skips loading;
@@ -90,15 +114,23 @@ def build_index(dataset: BeirDataset, model: str, out: str | Path, options: Enco
     failpoint("sparse-encoded")
     figures = {"encode_s": encode_s, "docs_per_s": len(dataset.corpus) / max(encode_s, 1e-9)}
     parts = [write_lucene_index] if backend == "lucene" else []
+    vectors = dense_meta = None
     if dense:
-        vectors, dense_info, dense_figures = _encode_dense(dataset, dense, options.max_length, options.batch_size)
+        vectors, dense_meta, dense_figures = _encode_dense(dataset, dense, options.max_length, options.batch_size)
         figures["dense_docs_per_s"] = dense_figures["docs_per_s"]
-        parts.append(dense_part(vectors, dense_info))
+        parts.append(dense_part(vectors, dense_meta))
     if documents:
         parts.append(documents_part(_documents(dataset)))
     info = {"model": model_reference(model), "max_length": encoder.max_length, "dataset": dataset.name,
             "build": figures, "backend": backend}
     start = time.perf_counter()
+    if shards != 1:
+        if backend != "lsr":
+            raise LsrError("--shards builds the lsr backend only")
+        write_shards(out, docs, dataset.doc_ids, shards=shards, vocab_size=encoder.vocab_size, bits=bits, info=info,
+                     vectors=vectors, dense_meta=dense_meta, documents=_documents(dataset) if documents else None,
+                     overwrite=overwrite, log=log, show_progress=options.show_progress)
+        return {**figures, "index_build_s": time.perf_counter() - start}
     with IndexWriter(out, vocab_size=encoder.vocab_size, bits=bits, info=info, overwrite=overwrite, parts=parts,
                      log=log) as writer:
         writer.add(docs, dataset.doc_ids)
@@ -150,16 +182,21 @@ def open_or_build_index(dataset: BeirDataset, model: str, encoder, path: Path, o
     recorded at build)."""
     if not (path / "meta.json").exists():
         return build_index(dataset, model, path, options, dense=dense, bits=bits, backend=backend, encoder=encoder)
-    reader = IndexReader(path)
-    built_with = reader.info.get("model")
+    index = open_shards(path)
+    index.close()
+    built_with = index.info.get("model")
     if built_with != model_reference(model):
         raise LsrError(f"{path} was built with model {built_with!r}, not {model!r}")
-    if reader.num_docs != len(dataset.corpus) or reader.doc_ids != dataset.doc_ids:
+    if index.num_docs != len(dataset.corpus) or index.doc_ids != dataset.doc_ids:
         raise LsrError(f"{path} indexes other documents than {dataset.name} (rebuild it or drop --index)")
-    if index_backend(reader) != backend:
-        raise LsrError(f"{path} was built for the {index_backend(reader)} backend, not {backend}")
-    figures = dict(reader.info.get("build", {}))
-    if dense:
+    built_for = index.info.get("backend", "lsr")
+    if built_for != backend:
+        raise LsrError(f"{path} was built for the {built_for} backend, not {backend}")
+    figures = dict(index.info.get("build", {}))
+    if dense and index.num_shards > 1:
+        if not index.has_dense or (index.dense_info or {}).get("model") != model_reference(dense):
+            raise LsrError(f"{path} is sharded without a dense store of {dense!r} (build it with --dense {dense})")
+    elif dense:
         if not has_dense_store(path):
             figures["dense_docs_per_s"] = add_dense(path, dataset, dense, max_length=options.max_length,
                                                     batch_size=options.batch_size)["docs_per_s"]

@@ -145,11 +145,18 @@ class DenseStore:
             raise LsrError("dense query must be finite")
         k = min(k, self.num_docs)
         if self._faiss_index is not None:
-            scores, idx = self._faiss_index.search(q[None, :], k)
-            idx, scores = idx[0].astype(np.int64), scores[0].astype(np.float64)
-            keep = idx >= 0
-            idx, scores = idx[keep], scores[keep]
-            order = ranking_order(idx, scores)  # faiss leaves the order of ties open
+            # faiss leaves open which of the documents tied at the k-th score make the cut: widen the search
+            # until the tie is whole, then rank ties to the smaller doc_idx and cut
+            wide = min(self.num_docs, k + 8)
+            while True:
+                scores, idx = self._faiss_index.search(q[None, :], wide)
+                idx, scores = idx[0].astype(np.int64), scores[0].astype(np.float64)
+                keep = idx >= 0
+                idx, scores = idx[keep], scores[keep]
+                if wide >= self.num_docs or len(scores) <= k or scores[-1] < scores[k - 1]:
+                    break
+                wide = min(self.num_docs, wide * 2)
+            order = ranking_order(idx, scores)[:k]
             return idx[order], scores[order]
         scores = self.vectors.astype(np.float32, copy=False) @ q
         # top_k keeps positive scores only; shift (inner products can be negative), rank, then unshift

@@ -34,11 +34,20 @@ import xxhash
 from .errors import LsrError
 
 FAILPOINT_ENV = "LSR_FAILPOINT"
+FAILPOINT_ONCE_ENV = "LSR_FAILPOINT_ONCE"  # a file path: only the first process to reach the point is killed
 
 
 def failpoint(name: str) -> None:
-    """SIGKILL this process if `LSR_FAILPOINT` names this point (crash tests); free otherwise."""
+    """SIGKILL this process if `LSR_FAILPOINT` names this point (crash tests); free otherwise. With
+    `LSR_FAILPOINT_ONCE` naming a file, only the process that creates it dies (a worker killed once, then
+    restarted)."""
     if os.environ.get(FAILPOINT_ENV) == name:
+        once = os.environ.get(FAILPOINT_ONCE_ENV)
+        if once:
+            try:
+                os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                return
         os.kill(os.getpid(), signal.SIGKILL)
 
 

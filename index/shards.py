@@ -478,3 +478,26 @@ def _reshard(writer: ShardedWriter, sources: list[Path], readers: list[IndexRead
             parts.append(documents_part(texts[start:end]))
         writer.write_shard(i, docs.select(np.arange(start, end)), doc_ids[start:end],
                            vocab_size=readers[0].vocab_size, quantization=quant, info=readers[0].info, parts=parts)
+
+
+def verify_any(path: str | Path) -> dict[str, Any]:
+    """`lsr index verify` of a plain or sharded folder: every shard fully verified (`verify_index`), then the
+    manifest's chain of checksums and agreement (`open_shards`); what was checked, summed over the shards."""
+    from .folder import verify_index
+
+    path = Path(path)
+    if not is_sharded_index(path):
+        return verify_index(path)
+    _, records = read_manifest(path)
+    total = {"files": 1, "bytes": (path / META).stat().st_size, "num_docs": 0, "num_postings": 0,
+             "not_covered": [], "shards": len(records)}
+    for r in records:
+        try:
+            checked = verify_index(path / r.name)
+        except LsrError as e:
+            raise IndexFormatError(f"{path}: shard {r.name}: {e}") from None
+        for key in ("files", "bytes", "num_docs", "num_postings"):
+            total[key] += checked[key]
+        total["not_covered"] += [f"{r.name}/{n}" for n in checked["not_covered"]]
+    open_shards(path, verify_checksums=False).close()
+    return total
