@@ -84,6 +84,8 @@ class StatsOut(BaseModel):
     modes: list[Mode]
     dataset: str | None
     backend: str = Field(description="sparse search backend: lsr (ours) or lucene (Lucene impact search)")
+    shards: int = Field(description="index shards searched (1: a plain index folder)")
+    engine: str = Field(description="where the shards are searched: local (threads here) or ray (Ray actors)")
 
 
 class HealthOut(BaseModel):

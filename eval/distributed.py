@@ -33,7 +33,7 @@ from lsr.encoders.dense import dense_batches
 from lsr.encoders.provider import load_dense_encoder, model_reference
 from lsr.index import LsrError, SparseBatch
 from lsr.index.errors import EngineUnavailable
-from lsr.index.files import check_writable_target, failpoint
+from lsr.index.files import FAILPOINT_ENV, FAILPOINT_ONCE_ENV, check_writable_target, failpoint
 from lsr.index.ray_shards import start_ray
 from lsr.index.shards import shard_ranges
 from lsr.index.storage import is_lsr_index
@@ -51,12 +51,12 @@ def check_ray_build(workers: int, shards: int, num_docs: int) -> None:
     shard_ranges(num_docs, shards)
 
 
-def _units(batches: list[np.ndarray]) -> list[list[np.ndarray]]:
+def _units(batches: list[np.ndarray], unit_docs: int) -> list[list[np.ndarray]]:
     units, current, size = [], [], 0
     for b in batches:
         current.append(b)
         size += len(b)
-        if size >= UNIT_DOCS:
+        if size >= unit_docs:
             units.append(current)
             current, size = [], 0
     return units + ([current] if current else [])
@@ -109,7 +109,8 @@ def _in_corpus_order(units: list[list[np.ndarray]]) -> np.ndarray:
 
 def build_index_ray(dataset: BeirDataset, model: str, out: str | Path, options, *, workers: int = 2,
                     shards: int = 1, ray_address: str | None = None, dense: str | None = None, bits: int = 8,
-                    overwrite: bool = False, documents: bool = True, log: Log | None = None) -> dict[str, Any]:
+                    overwrite: bool = False, documents: bool = True, log: Log | None = None,
+                    unit_docs: int = UNIT_DOCS) -> dict[str, Any]:
     """The sharded index of `dataset` built on Ray (see the module docstring); the build's figures."""
     from tqdm.auto import tqdm
 
@@ -131,18 +132,20 @@ def build_index_ray(dataset: BeirDataset, model: str, out: str | Path, options, 
     threads = max(1, int((os.cpu_count() or 1) // workers)) if not ray_address else max(1, int(actor_cpus))
 
     encoder = load_sparse_encoder(model, options)  # plans the batches, and records what the index needs
-    plans = {"sparse": _units(encoder.document_batches(texts))}
+    plans = {"sparse": _units(encoder.document_batches(texts), unit_docs)}
     dense_max_length, dim = None, 0
     if dense:
         dense_encoder = load_dense_encoder(dense, max_length=options.max_length, batch_size=options.batch_size)
         dense_max_length, dim = dense_encoder.max_length, dense_encoder.dim
-        plans["dense"] = _units(dense_batches(texts, options.batch_size))
+        plans["dense"] = _units(dense_batches(texts, options.batch_size), unit_docs)
     rows = [{"unit": i, "kind": kind, "texts": [texts[j] for b in unit for j in b], "sizes": [len(b) for b in unit]}
             for kind, units in plans.items() for i, unit in enumerate(units)]
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # ours counts documents
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     option_fields = {"max_length": options.max_length, "batch_size": options.batch_size, "head": options.head}
+    # crash tests' failpoints travel to the actors (a local Ray's workers do not inherit this process's environment)
+    failpoints = {k: os.environ[k] for k in (FAILPOINT_ENV, FAILPOINT_ONCE_ENV) if k in os.environ}
     encode_start = time.perf_counter()
     with warnings.catch_warnings():  # Ray 2.60 names no parameter for restarts yet; its kwargs still work
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -150,6 +153,7 @@ def build_index_ray(dataset: BeirDataset, model: str, out: str | Path, options, 
             EncodeActor, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers),
             fn_constructor_args=(model, option_fields, dense, dense_max_length, threads),
             num_cpus=actor_cpus or None, num_gpus=1 if gpus else None,
+            runtime_env={"env_vars": failpoints} if failpoints else None,
             max_restarts=MAX_RETRIES, max_task_retries=MAX_RETRIES)
     results: dict[str, list] = {kind: [None] * len(units) for kind, units in plans.items()}
     try:

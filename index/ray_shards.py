@@ -26,6 +26,8 @@ def start_ray(address: str | None = None, *, num_cpus: int | None = None) -> dic
     except ImportError:  # pragma: no cover - ray is a dependency
         raise LsrError("--engine ray needs the ray package: pip install 'ray[data]'") from None
     if not ray.is_initialized():
+        if address:
+            _check_reachable(address)
         try:
             if address:
                 ray.init(address=address, include_dashboard=False, log_to_driver=False,
@@ -38,6 +40,23 @@ def start_ray(address: str | None = None, *, num_cpus: int | None = None) -> dic
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise EngineUnavailable(f"cannot reach the Ray cluster at {address or 'a new local Ray'}: {first}") from None
     return dict(ray.cluster_resources())
+
+
+def _check_reachable(address: str, timeout_s: float = 3.0) -> None:
+    """A TCP connect to HOST:PORT (or ray://HOST:PORT) first: `ray.init` waits minutes on an address that does
+    not answer. "auto" (the cluster this machine belongs to) is left to Ray."""
+    import socket
+
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise LsrError(f"--ray-address {address!r}: expected HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise EngineUnavailable(f"cannot reach the Ray cluster at {address}: {e.strerror or e}") from None
 
 
 class _RayFuture:
