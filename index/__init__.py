@@ -6,7 +6,7 @@ through the protocols declared here.
 """
 from .dense import DenseStore
 from .documents import DocumentNotFound, StoredDocument
-from .errors import IndexFormatError, LsrError
+from .errors import EngineUnavailable, IndexFormatError, LsrError
 from .folder import IndexWriter, add_dense_store, amend_index, verify_index
 from .fusion import interpolate, interpolate_hits, normalize, normalize_run, rrf, rrf_hits
 from .hits import Hit, Run, write_trec_run
@@ -20,7 +20,7 @@ from .sparse import SparseBatch
 from .storage import FORMAT_VERSION, IndexReader
 
 __all__ = ["ALGORITHMS", "FORMAT_VERSION", "DenseQueryEncoder", "DenseStore", "DocumentEncoder", "DocumentNotFound",
-           "EncoderProvider", "Fusion", "Hit", "IndexFormatError", "IndexReader", "IndexWriter", "LsrError", "Mode",
+           "EncoderProvider", "EngineUnavailable", "Fusion", "Hit", "IndexFormatError", "IndexReader", "IndexWriter", "LsrError", "Mode",
            "PrfPlacement", "Quantization", "QueryEncoder", "Ranked", "Ranking", "Run", "SearchService", "Searcher",
            "SparseBatch", "SparseSearcher", "StoredDocument", "add_dense_store", "amend_index", "brute_force_search",
            "feedback_matrix", "interpolate", "interpolate_hits", "normalize", "normalize_run", "rocchio_sparse",

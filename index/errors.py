@@ -7,3 +7,8 @@ class LsrError(Exception):
 
 class IndexFormatError(LsrError):
     """An index folder that is missing, half-written, corrupted or of another format version."""
+
+
+class EngineUnavailable(LsrError):
+    """A search engine the index folder ranks through (a Milvus server or file) cannot be reached or failed
+    (the API answers 503: the request was fine, the service is not)."""

@@ -27,7 +27,7 @@ from .sparse import SparseBatch
 from .storage import (BM_BLOCKS, BM_IMPACTS, BM_OFFSETS, COVERAGE, DEFAULT_BLOCK_SIZE, DOC_IDS, DOC_IDX, FORMAT,
                       FORMAT_VERSION, FWD_IMPACTS, FWD_INDPTR, FWD_TERMS, IMPACTS, META, OFFSETS, IndexReader,
                       _kept_indptr, _meta_checksum, _read_meta, block_max, check_files, file_record, folder_files,
-                      id_dtype, is_lsr_index)
+                      id_dtype, is_lsr_index, uncovered_dirs)
 
 Log = Callable[[str], None]
 
@@ -138,7 +138,7 @@ class IndexWriter:
             write_file(stage.path / DOC_IDS, json.dumps(self._doc_ids).encode())
             failpoint("sparse-written")
             for part in self.parts:
-                part(stage.path, forward, self._doc_ids)
+                merge_record(meta, part(stage.path, forward, self._doc_ids))
             failpoint("parts-written")
             write_meta(stage.path, meta)
             check_folder(stage.path)  # the staged folder opens and passes every check before it is published
@@ -149,12 +149,23 @@ class IndexWriter:
         return self.path
 
 
+def merge_record(meta: dict, record: Any) -> None:
+    """What a part returns for the meta (a Milvus collection's record): `info` keys merged into the meta's
+    info, `uncovered` subfolders (an engine's own files, checked by the part's record) added to the meta's."""
+    if not isinstance(record, dict):
+        return
+    meta["info"] = {**meta.get("info", {}), **record.get("info", {})}
+    if record.get("uncovered"):
+        meta["uncovered"] = sorted({*meta.get("uncovered", []), *record["uncovered"]})
+
+
 def write_meta(folder: Path, meta: dict) -> dict:
-    """Write `meta.json` covering every file now in `folder` (sizes, SHA-256, xxh3), checksummed itself."""
+    """Write `meta.json` covering every file now in `folder` (sizes, SHA-256, xxh3) but the `uncovered`
+    subfolders it names, checksummed itself."""
     meta = {k: v for k, v in meta.items() if k not in ("files", "meta_sha256", "coverage", "created")}
     meta["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     meta["coverage"] = COVERAGE
-    meta["files"] = {name: file_record(folder / name) for name in folder_files(folder)}
+    meta["files"] = {name: file_record(folder / name) for name in folder_files(folder, uncovered_dirs(meta))}
     meta["meta_sha256"] = _meta_checksum(meta)
     write_file(folder / META, json.dumps(meta, indent=2).encode())
     return meta
@@ -162,8 +173,9 @@ def write_meta(folder: Path, meta: dict) -> dict:
 
 def amend_index(path: str | Path, add: Callable[[Path], Any], *, log: Callable[[str], None] | None = None) -> Path:
     """Add or replace parts of an existing index folder atomically: the folder is staged as hard links of its
-    files (nothing is copied, and files are never written in place), `add(staged)` writes the new files
-    (unlinking a file before rewriting it), the meta is rewritten over all files, checked, and published."""
+    files (nothing is copied, and files are never written in place; an engine's uncovered subfolder is linked
+    too), `add(staged)` writes the new files (unlinking a file before rewriting it) and may return a record for
+    the meta as a part does, the meta is rewritten over all files, checked, and published."""
     path = Path(path)
     reader = IndexReader(path)
     stage = StagedFolder(path, replace=is_lsr_index, log=log)
@@ -175,8 +187,9 @@ def amend_index(path: str | Path, add: Callable[[Path], Any], *, log: Callable[[
                 os.link(path / name, dst)
             except OSError:
                 shutil.copy2(path / name, dst)
-        add(stage.path)
-        write_meta(stage.path, reader.meta)
+        meta = dict(reader.meta)
+        merge_record(meta, add(stage.path))
+        write_meta(stage.path, meta)
         check_folder(stage.path)
         stage.publish()
     except BaseException:
@@ -191,6 +204,9 @@ def add_dense_store(index_dir: str | Path, vectors: np.ndarray, *, info: dict[st
                     overwrite: bool = False) -> Path:
     """Add the dense vectors of an existing index's documents (row i = doc_idx i) to its folder, atomically."""
     path = Path(index_dir)
+    if IndexReader(path).info.get("backend") == "milvus":
+        raise LsrError(f"{path} ranks through Milvus, whose collection takes the dense vectors at build time: "
+                       "rebuild it with --dense (or build the lsr index with --dense, then `lsr export milvus`)")
     if has_dense_store(path) and not overwrite:
         raise LsrError(f"{path} already has a dense store (pass overwrite to replace it)")
     return amend_index(path, lambda staged: write_dense_files(staged, vectors, info))
@@ -206,8 +222,14 @@ def verify_index(path: str | Path) -> dict[str, Any]:
     reader = check_folder(path, verify_checksums=False)
     checked = {"files": len(meta["files"]), "bytes": sum(r["bytes"] for r in meta["files"].values()),
                "num_docs": reader.num_docs, "num_postings": reader.meta["num_postings"]}
-    uncovered = [] if meta.get("coverage") == COVERAGE else [n for n in folder_files(path) if n not in meta["files"]]
+    uncovered = [] if meta.get("coverage") == COVERAGE else [n for n in folder_files(path, uncovered_dirs(meta))
+                                                             if n not in meta["files"]]
     checked["not_covered"] = uncovered
+    if reader.info.get("backend") == "milvus":  # the collection's rows against the record the meta keeps
+        from .milvus import MilvusCollection
+
+        MilvusCollection(reader, path).close()
+        checked["milvus"] = reader.info["milvus"]["collection"]
     return checked
 
 

@@ -33,7 +33,7 @@ from .documents import DocumentNotFound, StoredDocument, read_documents
 from .errors import LsrError
 from .fusion import interpolate_hits, rrf_hits
 from .hits import Hit
-from .lucene import index_backend, open_searcher
+from .lucene import index_backend, open_dense_store, open_searcher
 from .prf import feedback_matrix, rocchio_sparse, vector_prf
 from .protocols import DenseQueryEncoder, EncoderProvider, QueryEncoder
 from .ranking import Fusion, Mode, PrfPlacement, Ranking
@@ -58,7 +58,7 @@ class SearchService:
                  verify_checksums: bool = True, dense_backend: str = "auto") -> None:
         self.path = Path(index_dir)
         self.reader = IndexReader(self.path, verify_checksums=verify_checksums)
-        self.searcher = open_searcher(self.reader, self.path)  # ours, or Lucene for `--backend lucene`
+        self.searcher = open_searcher(self.reader, self.path)  # ours, Lucene or Milvus, per the folder's backend
         self.sparse_model = self.reader.info.get("model")
         if sparse_encoder is None:
             if encoders is None or not self.sparse_model:
@@ -69,9 +69,9 @@ class SearchService:
         self.dense_encoder = None
         self.dense_model: str | None = None
         if has_dense_store(self.path):
-            self.dense = DenseStore(self.path, backend=dense_backend, doc_ids=self.reader.doc_ids,
-                                    # hashed with the rest of the folder when its meta covers it
-                                    verify_checksums=verify_checksums and not self.reader.covers_folder)
+            self.dense = open_dense_store(self.reader, self.path, backend=dense_backend,  # Milvus's for milvus
+                                          # hashed with the rest of the folder when its meta covers it
+                                          verify_checksums=verify_checksums and not self.reader.covers_folder)
             self.dense_model = self.dense.info.get("model")
             if dense_encoder is None:
                 if encoders is None or not self.dense_model:
@@ -83,6 +83,12 @@ class SearchService:
         self._feedback = None
         self._feedback_lock = threading.Lock()
         self._encode_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Give back what the searchers hold outside this process (Milvus connections, a Milvus Lite server)."""
+        for part in (self.searcher, self.dense):
+            if hasattr(part, "close"):
+                part.close()
 
     # -- documents ----------------------------------------------------------------------------------
     def document(self, *, doc_id: str) -> StoredDocument:
