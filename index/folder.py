@@ -53,7 +53,8 @@ class IndexWriter:
     ...     writer.add(batch, doc_ids)
 
     `parts` are callables `part(folder, impacts, doc_ids)` that write more files into the staged folder before
-    the meta covers them all (the Lucene index, the dense store, `docs.jsonl`). The target is checked when the
+    the meta covers them all (the Lucene index, the dense store, `docs.jsonl`); one may return a record for
+    the meta (`merge_record`) and have a `discard()` that undoes what it wrote elsewhere if the build fails. The target is checked when the
     writer is made (before any encoding): an existing folder is replaced only with `overwrite` and only if it
     is an lsr index.
     """
@@ -145,6 +146,8 @@ class IndexWriter:
             stage.publish()
         except BaseException:
             stage.discard()
+            for part in self.parts:  # a part that wrote outside the folder (a collection on a server) undoes it
+                getattr(part, "discard", lambda: None)()
             raise
         return self.path
 

@@ -66,8 +66,13 @@ INSERT_BATCH = 1_000
 TOKEN_ENV, TIMEOUT_ENV = "LSR_MILVUS_TOKEN", "LSR_MILVUS_TIMEOUT_S"
 
 
-def _timeout() -> float:
-    return float(os.environ.get(TIMEOUT_ENV, "10"))
+def _timeout() -> int:
+    """Seconds a Milvus call may take, retries included (pymilvus bounds its retries only by an int timeout;
+    otherwise it retries an unreachable server 75 times, over 3 minutes)."""
+    try:
+        return max(1, int(round(float(os.environ.get(TIMEOUT_ENV, "10")))))
+    except ValueError:
+        raise LsrError(f"{TIMEOUT_ENV} must be a number of seconds, got {os.environ[TIMEOUT_ENV]!r}") from None
 
 
 def is_local(uri: str) -> bool:
@@ -131,6 +136,13 @@ def release(uri: str) -> None:
                 entry[0].close()
             except Exception:
                 pass
+            if is_local(uri):  # pymilvus leaves a Milvus Lite server running until the process exits
+                try:
+                    from milvus_lite.server_manager import server_manager_instance
+
+                    server_manager_instance.release_server(uri)
+                except Exception:
+                    pass
 
 
 def _reason(error: BaseException) -> str:
@@ -221,7 +233,7 @@ def write_collection(uri: str, collection: str, *, indptr, term_ids, impacts, do
                     block = np.asarray(dense[lo:hi], dtype=np.float32)
                     for r, vector in zip(rows, block):
                         r[DENSE] = vector.tolist()
-                client.insert(collection, rows, timeout=max(60.0, _timeout()))
+                client.insert(collection, rows, timeout=max(60, _timeout()))
                 if bar:
                     bar.update(hi - lo)
                 failpoint("milvus-inserting")
@@ -286,29 +298,56 @@ def build_collection_name(collection: str | None, uri_is_embedded: bool) -> str:
     return f"{name}_{time.strftime('%Y%m%d%H%M%S')}_{secrets.token_hex(3)}"
 
 
-def milvus_part(uri: str | None = None, collection: str | None = None, *, dense: np.ndarray | None = None,
-                sparse_index: str = "SPARSE_INVERTED_INDEX", batch_size: int = INSERT_BATCH,
-                progress: bool = False) -> Callable:
+class MilvusPart:
     """An index-folder part (`IndexWriter(parts=...)`): the folder's impacts (and `dense`) into a Milvus
-    collection. It returns what the meta records: `info.milvus` and the uncovered `milvus/` subfolder."""
-    build_collection_name(collection, True)  # checked before any encoding
+    collection. It returns what the meta records (`info.milvus` and the uncovered `milvus/` subfolder); if the
+    build fails after it, `discard()` drops a collection it made on a server (the embedded file goes with the
+    staged folder)."""
 
-    def write(folder: Path, impacts, doc_ids: Sequence[str]) -> dict[str, Any]:
-        embedded = uri is None
-        recorded = LITE_FILE if embedded else uri
+    def __init__(self, uri: str | None = None, collection: str | None = None, *, dense: np.ndarray | None = None,
+                 sparse_index: str = "SPARSE_INVERTED_INDEX", batch_size: int = INSERT_BATCH,
+                 progress: bool = False) -> None:
+        build_collection_name(collection, True)  # checked before any encoding
+        self.uri, self.collection, self.dense = uri, collection, dense
+        self.sparse_index, self.batch_size, self.progress = sparse_index, batch_size, progress
+        self._made: tuple[str, str] | None = None
+
+    def __call__(self, folder: Path, impacts, doc_ids: Sequence[str]) -> dict[str, Any]:
+        embedded = self.uri is None
+        recorded = LITE_FILE if embedded else self.uri
         target = resolve_uri(folder, recorded)
-        name = build_collection_name(collection, embedded)
+        name = build_collection_name(self.collection, embedded)
         impacts = impacts.tocsr()
         record = write_collection(target, name, indptr=impacts.indptr, term_ids=impacts.indices,
-                                  impacts=impacts.data, doc_ids=doc_ids, dense=dense, sparse_index=sparse_index,
-                                  batch_size=batch_size, progress=progress)
+                                  impacts=impacts.data, doc_ids=doc_ids, dense=self.dense,
+                                  sparse_index=self.sparse_index, batch_size=self.batch_size, progress=self.progress)
         record["uri"] = recorded
+        inside = embedded or (is_local(recorded) and _inside(folder, target))
+        if not inside:
+            self._made = (target, name)
         out: dict[str, Any] = {"info": {"backend": "milvus", "milvus": record}}
-        if embedded or (is_local(recorded) and _inside(folder, target)):
+        if inside:
             out["uncovered"] = [MILVUS_DIR]
         return out
 
-    return write
+    def discard(self) -> None:
+        if self._made is None:
+            return
+        target, name = self._made
+        self._made = None
+        try:
+            client = connect(target)
+        except LsrError:
+            return
+        try:
+            client.drop_collection(name)
+        except Exception:
+            pass
+        finally:
+            release(target)
+
+
+milvus_part = MilvusPart
 
 
 def _inside(folder: Path, path: str) -> bool:
