@@ -140,7 +140,7 @@ def export_milvus(index: Annotated[Path, typer.Argument(help="index folder (an l
                   = 1000) -> None:
     """Stream an index's impacts (and dense vectors) into a new Milvus collection, then re-publish the folder
     (atomically) recording it: search, serve and eval on INDEX then rank through Milvus."""
-    from lsr.index.milvus import export_to_milvus
+    from lsr.index.folder import export_to_milvus
 
     record = export_to_milvus(index, uri=milvus_uri, collection=collection, batch_size=batch_size,
                               progress=sys.stderr.isatty(), log=_note)

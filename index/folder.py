@@ -236,3 +236,41 @@ def verify_index(path: str | Path) -> dict[str, Any]:
     return checked
 
 
+# -- export --------------------------------------------------------------------------------------------------
+def export_to_milvus(index_dir: str | Path, *, uri: str | None = None, collection: str | None = None,
+                     batch_size: int = 1_000, sparse_index: str = "SPARSE_INVERTED_INDEX",
+                     progress: bool = True, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """`lsr export milvus`: stream an existing index's forward index (and dense store) into a new collection,
+    then re-publish the folder (atomically, its files hard-linked) recording the Milvus backend, so search,
+    serve and eval on it rank through Milvus. Returns the recorded `info.milvus`."""
+    from .milvus import LITE_FILE, MILVUS_DIR, build_collection_name, milvus_record, resolve_uri, write_collection
+
+    path = Path(index_dir)
+    try:
+        sharded = json.loads((path / "meta.json").read_text(encoding="utf-8")).get("format") == "lsr-sharded-index"
+    except (OSError, ValueError, AttributeError):
+        sharded = False
+    if sharded:  # pragma: no cover - sharded folders come with the sharded search service
+        raise LsrError(f"{path} is a sharded index; `lsr export milvus` takes one shard folder at a time for now")
+    reader = IndexReader(path)
+    if reader.info.get("backend", "lsr") == "milvus":
+        raise LsrError(f"{path} already ranks through Milvus ({milvus_record(reader)['collection']!r})")
+    build_collection_name(collection, True)
+    dense = DenseStore(path, verify_checksums=False, backend="numpy", doc_ids=reader.doc_ids).vectors \
+        if has_dense_store(path) else None
+
+    def add(staged: Path) -> dict[str, Any]:
+        embedded = uri is None
+        recorded = LITE_FILE if embedded else uri
+        name = build_collection_name(collection, embedded)
+        record = write_collection(resolve_uri(staged, recorded), name, indptr=reader.forward_indptr,
+                                  term_ids=reader.forward_term_ids, impacts=reader.forward_impacts,
+                                  doc_ids=reader.doc_ids, dense=dense, sparse_index=sparse_index,
+                                  batch_size=batch_size, progress=progress)
+        record["uri"] = recorded
+        if log:
+            log(f"exported {reader.num_docs:,} documents into Milvus collection {name!r} at {recorded}")
+        return {"info": {"backend": "milvus", "milvus": record}, **({"uncovered": [MILVUS_DIR]} if embedded else {})}
+
+    amend_index(path, add, log=log)
+    return IndexReader(path).info["milvus"]
