@@ -4,7 +4,7 @@ Routes: GET / (a search page), POST /search, GET /search?q=..., GET /documents/{
 GET /health (GET routes answer HEAD too). Bad input is a 4xx with a one-line `detail` (LsrError -> 400,
 unknown doc_id -> 404, schema violations -> 422, oversized bodies -> 413, URLs or bodies that are not UTF-8 ->
 400, a body not received within `body_timeout_s` -> 408); a key, when set, is checked before anything else
-(401). Blocking work (encoding, search) runs in a worker thread. `lsr serve` (api/server.py) adds the
+(401). A search engine the index ranks through (Milvus) that is unreachable or fails is a 503 with one line. Blocking work (encoding, search) runs in a worker thread. `lsr serve` (api/server.py) adds the
 connection-level limits uvicorn lacks: a deadline for the request head and a connection cap.
 
     uvicorn --factory lsr.api.app:app_from_env     # reads LSR_INDEX_DIR, ...; no request-head deadline
@@ -226,8 +226,12 @@ async def _not_found(request: Request, exc: DocumentNotFound) -> JSONResponse:
 
 
 async def _bad_input(request: Request, exc: LsrError) -> JSONResponse:
-    status = 503 if isinstance(exc, EngineUnavailable) else 400  # the engine is down, not the request wrong
-    return JSONResponse(status_code=status, content={"detail": str(exc)})
+    return JSONResponse(status_code=400, content={"detail": str(exc)})
+
+
+async def _engine_unavailable(request: Request, exc: EngineUnavailable) -> JSONResponse:
+    log.warning("search engine unavailable: %s", exc)
+    return JSONResponse(status_code=503, content={"detail": str(exc)})
 
 
 # -- the app ----------------------------------------------------------------------------------------------
@@ -238,15 +242,16 @@ def create_app(settings: Settings | None = None, *, service: SearchService | Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
-        if getattr(app.state, "service", None) is None:
+        opened = getattr(app.state, "service", None) is None
+        if opened:
             app.state.service = await run_in_threadpool(
                 open_service, settings.index_dir, verify_checksums=settings.verify_checksums,
                 dense_backend=settings.dense_backend, engine=settings.engine, ray_address=settings.ray_address)
             if settings.warm_up:
                 await run_in_threadpool(app.state.service.warm_up)
         yield
-        if app.state.service is not None and service is None:
-            app.state.service.close()
+        if opened:
+            app.state.service.close()  # Milvus connections (and a Milvus Lite server) end with the app
         app.state.service = None
 
     app = FastAPI(title="lsr search", version="0.1.0", lifespan=lifespan,
@@ -259,6 +264,7 @@ def create_app(settings: Settings | None = None, *, service: SearchService | Non
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(DocumentNotFound, _not_found)  # type: ignore[arg-type]
     app.add_exception_handler(LsrError, _bad_input)  # type: ignore[arg-type]
+    app.add_exception_handler(EngineUnavailable, _engine_unavailable)  # type: ignore[arg-type]
 
     @app.middleware("http")
     async def check_request(request: Request, call_next):

@@ -17,6 +17,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Learned sparse retrieval: encode, index, search, serve and evaluate BEIR datasets.")
 index_app = typer.Typer(no_args_is_help=True, help="Build and verify index folders.")
 app.add_typer(index_app, name="index")
+export_app = typer.Typer(no_args_is_help=True, help="Copy an index into another engine.")
+app.add_typer(export_app, name="export")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: the SPLADE head, encoding, query processing, "
                         "the REST API (rows written as JSON).")
 app.add_typer(bench_app, name="bench")
@@ -24,7 +26,8 @@ app.add_typer(bench_app, name="bench")
 # The SPLADE head backends: "auto" and lsr.kernels.BACKENDS (named here so the CLI starts without torch;
 # tests/test_cli.py checks that the two agree).
 HeadName = Enum("HeadName", {name: name for name in ("auto", "reference", "torch", "triton")}, type=str)
-SearchBackend = Enum("SearchBackend", {name: name for name in ("lsr", "lucene")}, type=str)  # index.lucene.BACKENDS
+SearchBackend = Enum("SearchBackend", {name: name for name in ("lsr", "lucene", "milvus")},
+                     type=str)  # index.lucene.BACKENDS
 DEFAULT = Ranking()
 
 Dataset = Annotated[str, typer.Option("--dataset", help="BEIR dataset name (under the data dir) or folder")]
@@ -37,8 +40,14 @@ ModelMaxLength = Annotated[Optional[int], typer.Option("--max-length", min=1, he
                                                        "own setting (lsr_encoder.json), else 256]")]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="texts per encoder batch")]
 Head = Annotated[HeadName, typer.Option("--head", help="SPLADE head kernel")]
-BackendOpt = Annotated[SearchBackend, typer.Option("--backend", help="sparse search backend: lsr (ours) or lucene "
-                                                   "(Lucene impact search through pyserini, built into the folder)")]
+BackendOpt = Annotated[SearchBackend, typer.Option("--backend", help="search backend: lsr (ours), lucene (Lucene "
+                                                   "impact search through pyserini, built into the folder) or "
+                                                   "milvus (a Milvus collection, see --milvus-uri)")]
+MilvusUri = Annotated[Optional[str], typer.Option("--milvus-uri", help="Milvus to write the collection to: "
+                                                  "http://HOST:19530 or a Milvus Lite file [a Milvus Lite file in "
+                                                  "the index folder]; token from LSR_MILVUS_TOKEN")]
+Collection = Annotated[Optional[str], typer.Option("--collection", help="Milvus collection name [lsr]; on a "
+                                                   "server a build-unique suffix is added")]
 BitsChoice = Enum("BitsChoice", {"b8": "8", "b16": "16"}, type=str)  # index.quantize.IMPACT_DTYPES
 Bits = Annotated[BitsChoice, typer.Option("--bits", help="impact quantisation bits")]
 DenseModel = Annotated[Optional[str], typer.Option("--dense", help="also build a dense store with this model "
@@ -98,15 +107,16 @@ def encode(dataset: Dataset, model: Model, out: Annotated[Path, typer.Option("--
 def index_build(dataset: Dataset, model: Model, out: Annotated[Path, typer.Option("--out", help="index folder")],
                 dense: DenseModel = None, limit: Limit = None, bits: Bits = BitsChoice.b8, overwrite: Overwrite = False,
                 max_length: ModelMaxLength = None, batch_size: BatchSize = 32, head: Head = HeadName.auto,
-                backend: BackendOpt = SearchBackend.lsr, data_dir: DataDir = None,
+                backend: BackendOpt = SearchBackend.lsr, milvus_uri: MilvusUri = None, collection: Collection = None,
+                data_dir: DataDir = None,
                 engine: Annotated[EngineName, typer.Option("--engine", help="local: this process; ray: a pool of "
                                                            "Ray Data encoder actors (a sharded folder)")] = EngineName.local,
                 workers: Annotated[int, typer.Option("--workers", help="Ray encoder actors (--engine ray)")] = 2,
                 shards: Shards = 1, ray_address: RayAddress = None) -> None:
     """Encode a BEIR corpus into an index folder OUT: the impact index, the documents' text, a dense store with
-    --dense, a Lucene index with --backend lucene; --shards N writes N shards, --engine ray encodes on Ray. The
-    folder appears whole, in one rename, once everything is written and verified; until then an index already at
-    OUT stays as it was."""
+    --dense, a Lucene index with --backend lucene, a Milvus collection with --backend milvus; --shards N writes
+    N shards, --engine ray encodes on Ray. The folder appears whole, in one rename, once everything is written
+    and verified; until then an index already at OUT stays as it was."""
     from lsr.eval.beir import load_corpus
     from lsr.eval.distributed import build_index_ray, check_ray_build
     from lsr.eval.pipeline import build_index, check_build
@@ -119,6 +129,7 @@ def index_build(dataset: Dataset, model: Model, out: Annotated[Path, typer.Optio
     if engine != EngineName.ray and (workers != 2 or ray_address):
         raise LsrError("--workers and --ray-address need --engine ray")
     check_ray_build(workers, shards, max(shards, 1))
+    _check_milvus_options(backend.value, milvus_uri, collection)
     check_writable_target(out, is_lsr_index if overwrite else None)
     ds = load_corpus(dataset, data_dir, limit)
     check_ray_build(workers, shards, len(ds.corpus))
@@ -128,7 +139,8 @@ def index_build(dataset: Dataset, model: Model, out: Annotated[Path, typer.Optio
                                   dense=dense, bits=int(bits.value), overwrite=overwrite, log=_note)
     else:
         figures = build_index(ds, model, out, options, dense=dense, bits=int(bits.value), overwrite=overwrite,
-                              backend=backend.value, shards=shards, log=_note)
+                              backend=backend.value, shards=shards, log=_note, milvus_uri=milvus_uri,
+                              collection=collection)
     typer.echo(f"indexed {len(ds.corpus)} documents into {out}" + (f" ({shards} shards)" if shards > 1 else "")
                + f" ({figures['docs_per_s']:.1f} docs/s encoding"
                + (f", dense {figures['dense_docs_per_s']:.1f} docs/s" if dense and 'dense_docs_per_s' in figures
@@ -148,6 +160,30 @@ def index_merge(out: Annotated[Path, typer.Argument(help="the sharded index fold
     done = merge_indexes(out, indexes, shards=shards, overwrite=overwrite, log=_note)
     typer.echo(f"merged {done['inputs']} index(es), {done['input_shards']} shard(s), {done['num_docs']:,} documents "
                f"into {out} ({done['shards']} shards)")
+
+
+def _check_milvus_options(backend: str, milvus_uri: str | None, collection: str | None) -> None:
+    if backend != "milvus" and (milvus_uri or collection):
+        raise LsrError("--milvus-uri and --collection go with --backend milvus")
+    if collection is not None:
+        from lsr.index.milvus import build_collection_name
+
+        build_collection_name(collection, True)
+
+
+@export_app.command("milvus")
+def export_milvus(index: Annotated[Path, typer.Argument(help="index folder (an lsr or lucene one)")],
+                  milvus_uri: MilvusUri = None, collection: Collection = None,
+                  batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="documents per insert")]
+                  = 1000) -> None:
+    """Stream an index's impacts (and dense vectors) into a new Milvus collection, then re-publish the folder
+    (atomically) recording it: search, serve and eval on INDEX then rank through Milvus."""
+    from lsr.index.folder import export_to_milvus
+
+    record = export_to_milvus(index, uri=milvus_uri, collection=collection, batch_size=batch_size,
+                              progress=sys.stderr.isatty(), log=_note)
+    typer.echo(f"{index}: {record['num_rows']:,} documents in Milvus collection {record['collection']!r} at "
+               f"{record['uri']}")
 
 
 @index_app.command("verify")
@@ -228,7 +264,7 @@ def eval_(dataset: Dataset, model: Model, split: Split = "test", limit: Limit = 
           json_out: Annotated[Optional[Path], typer.Option("--json", help="write the report as JSON")] = None,
           run_out: Annotated[Optional[Path], typer.Option("--run", help="write the TREC run file")] = None,
           bits: Bits = BitsChoice.b8, max_length: ModelMaxLength = None, batch_size: BatchSize = 32, head: Head = HeadName.auto,
-          backend: BackendOpt = SearchBackend.lsr, data_dir: DataDir = None) -> None:
+          backend: BackendOpt = SearchBackend.lsr, milvus_uri: MilvusUri = None, data_dir: DataDir = None) -> None:
     """Evaluate a model on a BEIR split through the search service: nDCG@10, R@100, RR@10 and efficiency."""
     from lsr.eval.beir import load_beir
     from lsr.eval.pipeline import evaluate
@@ -236,9 +272,10 @@ def eval_(dataset: Dataset, model: Model, split: Split = "test", limit: Limit = 
     from lsr.index import write_trec_run
 
     ranking = _ranking(mode, prf, fusion, alpha, prf_placement)
+    _check_milvus_options(backend.value, milvus_uri, None)
     ds = load_beir(dataset, split, data_dir, limit)
     report = evaluate(ds, model, _options(max_length, batch_size, head), index_dir=index, bits=int(bits.value),
-                      dense=dense, ranking=ranking, depth=depth, backend=backend.value)
+                      dense=dense, ranking=ranking, depth=depth, backend=backend.value, milvus_uri=milvus_uri)
     print_report(report)
     if json_out:
         from lsr.index.files import atomic_write

@@ -99,13 +99,22 @@ def write_shards(out: Path, docs: SparseBatch, doc_ids: list[str], *, shards: in
 
 def build_index(dataset: BeirDataset, model: str, out: str | Path, options: EncoderOptions, *,
                 dense: str | None = None, bits: int = 8, overwrite: bool = False, backend: str = "lsr",
-                encoder=None, documents: bool = True, shards: int = 1, log: Log | None = None) -> dict[str, float]:
-    """`lsr index build`: the sparse index, the documents' text, a dense store if `dense` names a model and a
-    Lucene index for the `lucene` backend, all in one folder that appears whole or not at all. Names and the
-    target are checked before any model loads; `encoder` (an already loaded sparse encoder) skips loading;
-    `documents=False` leaves the text out (hits then carry ids and scores only)."""
+                encoder=None, documents: bool = True, shards: int = 1, log: Log | None = None,
+                milvus_uri: str | None = None, collection: str | None = None) -> dict[str, float]:
+    """`lsr index build`: the sparse index, the documents' text, a dense store if `dense` names a model, and a
+    Lucene index for the `lucene` backend or a Milvus collection for `milvus` (at `milvus_uri`, default a
+    Milvus Lite file in the folder; the dense vectors go into it too), all in one folder that appears whole or
+    not at all; with `shards` > 1, a sharded folder of that many (lsr backend). Names and the target are checked
+    before any model loads; `encoder` (an already loaded sparse encoder) skips loading; `documents=False` leaves
+    the text out (hits then carry ids and scores only)."""
     out = Path(out)
     check_build(model, dense=dense, bits=bits, backend=backend)
+    if backend != "milvus" and (milvus_uri or collection):
+        raise LsrError("--milvus-uri and --collection go with --backend milvus")
+    if backend == "milvus":
+        from lsr.index.milvus import build_collection_name
+
+        build_collection_name(collection, True)
     check_writable_target(out, is_lsr_index if overwrite else None)
     encoder = encoder or load_sparse_encoder(model, options)
     start = time.perf_counter()
@@ -119,6 +128,10 @@ def build_index(dataset: BeirDataset, model: str, out: str | Path, options: Enco
         vectors, dense_meta, dense_figures = _encode_dense(dataset, dense, options.max_length, options.batch_size)
         figures["dense_docs_per_s"] = dense_figures["docs_per_s"]
         parts.append(dense_part(vectors, dense_meta))
+    if backend == "milvus":
+        from lsr.index.milvus import milvus_part
+
+        parts.append(milvus_part(milvus_uri, collection, dense=vectors, progress=options.show_progress))
     if documents:
         parts.append(documents_part(_documents(dataset)))
     info = {"model": model_reference(model), "max_length": encoder.max_length, "dataset": dataset.name,
@@ -176,12 +189,14 @@ class EvalReport:
 
 
 def open_or_build_index(dataset: BeirDataset, model: str, encoder, path: Path, options: EncoderOptions, *,
-                        bits: int = 8, backend: str = "lsr", dense: str | None = None) -> dict[str, Any]:
+                        bits: int = 8, backend: str = "lsr", dense: str | None = None,
+                        milvus_uri: str | None = None) -> dict[str, Any]:
     """Make `path` hold this model's index of this corpus for this backend (with a dense store of `dense` if
     given): reused when it does, built there when nothing is; returns the encoding figures (measured now or
     recorded at build)."""
     if not (path / "meta.json").exists():
-        return build_index(dataset, model, path, options, dense=dense, bits=bits, backend=backend, encoder=encoder)
+        return build_index(dataset, model, path, options, dense=dense, bits=bits, backend=backend, encoder=encoder,
+                           milvus_uri=milvus_uri)
     index = open_shards(path)
     index.close()
     built_with = index.info.get("model")
@@ -232,7 +247,7 @@ def evaluate_bm25(dataset: BeirDataset, index_dir: str | Path | None = None, dep
 
 def evaluate(dataset: BeirDataset, model: str, options: EncoderOptions, index_dir: str | Path | None = None,
              bits: int = 8, *, dense: str | None = None, ranking: Ranking | None = None, depth: int | None = None,
-             backend: str = "lsr") -> EvalReport:
+             backend: str = "lsr", milvus_uri: str | None = None) -> EvalReport:
     """Rank every judged query through the search service, one at a time as a user's request would come, to
     `depth` (default: the ranking's fusion depth, 100), and score the run. The index lives in `index_dir`
     (reused when it holds this model's index of this corpus) or in a temporary folder."""
@@ -252,24 +267,27 @@ def evaluate(dataset: BeirDataset, model: str, options: EncoderOptions, index_di
     with tempfile.TemporaryDirectory(prefix="lsr-eval-") as tmp:
         path = Path(index_dir or Path(tmp) / "index")
         efficiency = open_or_build_index(dataset, model, encoder, path, options, bits=bits, backend=backend,
-                                         dense=dense)
+                                         dense=dense, milvus_uri=milvus_uri)
         dense_encoder = None
         if dense:
             dense_encoder = load_dense_encoder(dense, max_length=dense_info(path).get("max_length"),
                                                batch_size=options.batch_size)
         service = SearchService(path, sparse_encoder=encoder, dense_encoder=dense_encoder)
-        service.rank(query="warm up", k=depth, ranking=ranking)  # compilation and first-call costs out of timing
-        run: Run = {}
-        vectors, encode_ms, search_ms, latency = [], [], [], []
-        for qid, text in dataset.queries.items():
-            t0 = time.perf_counter()
-            ranked = service.rank(query=text, k=depth, ranking=ranking)
-            latency.append((time.perf_counter() - t0) * 1e3)
-            run[qid] = ranked.hits
-            encode_ms.append(ranked.encode_ms)
-            search_ms.append(ranked.search_ms)
-            if ranked.sparse_query is not None:
-                vectors.append(ranked.sparse_query)
+        try:  # a Milvus-backed folder holds a connection (and a Milvus Lite server): given back at the end
+            service.rank(query="warm up", k=depth, ranking=ranking)  # first-call costs out of timing
+            run: Run = {}
+            vectors, encode_ms, search_ms, latency = [], [], [], []
+            for qid, text in dataset.queries.items():
+                t0 = time.perf_counter()
+                ranked = service.rank(query=text, k=depth, ranking=ranking)
+                latency.append((time.perf_counter() - t0) * 1e3)
+                run[qid] = ranked.hits
+                encode_ms.append(ranked.encode_ms)
+                search_ms.append(ranked.search_ms)
+                if ranked.sparse_query is not None:
+                    vectors.append(ranked.sparse_query)
+        finally:
+            service.close()
         index = service.index
         efficiency.update({
             "backend": backend, **{k: v for k, v in ranking.to_json().items() if k != "depth"},
@@ -284,7 +302,6 @@ def evaluate(dataset: BeirDataset, model: str, options: EncoderOptions, index_di
             docs_df = index.postings_per_term.astype(np.float64)
             efficiency.update({"avg_query_nnz": float(queries.nnz) / len(queries),
                                "flops": expected_flops(queries, docs_df, index.num_docs)})
-        service.close()
     mode = ranking.mode
     name = model if mode == Mode.sparse else f"{model}+{dense}" if mode == Mode.hybrid else dense
     label = model if mode == Mode.sparse and not ranking.prf else f"{name} ({ranking.label})"

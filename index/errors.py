@@ -10,5 +10,5 @@ class IndexFormatError(LsrError):
 
 
 class EngineUnavailable(LsrError):
-    """An engine the index is served by (a Ray cluster, a Milvus server) that cannot be reached: the API answers
-    503, the CLI one line."""
+    """An engine the index is served or built by (a Ray cluster, a Milvus server or file) that cannot be reached
+    or failed: the API answers 503 (the request was fine, the service is not), the CLI one line."""

@@ -27,7 +27,7 @@ from .sparse import SparseBatch
 from .storage import (BM_BLOCKS, BM_IMPACTS, BM_OFFSETS, COVERAGE, DEFAULT_BLOCK_SIZE, DOC_IDS, DOC_IDX, FORMAT,
                       FORMAT_VERSION, FWD_IMPACTS, FWD_INDPTR, FWD_TERMS, IMPACTS, META, OFFSETS, IndexReader,
                       _kept_indptr, _meta_checksum, _read_meta, block_max, check_files, file_record, folder_files,
-                      id_dtype, is_lsr_index)
+                      id_dtype, is_lsr_index, uncovered_dirs)
 
 Log = Callable[[str], None]
 
@@ -53,7 +53,8 @@ class IndexWriter:
     ...     writer.add(batch, doc_ids)
 
     `parts` are callables `part(folder, impacts, doc_ids)` that write more files into the staged folder before
-    the meta covers them all (the Lucene index, the dense store, `docs.jsonl`). The target is checked when the
+    the meta covers them all (the Lucene index, the dense store, `docs.jsonl`); one may return a record for
+    the meta (`merge_record`) and have a `discard()` that undoes what it wrote elsewhere if the build fails. The target is checked when the
     writer is made (before any encoding): an existing folder is replaced only with `overwrite` and only if it
     is an lsr index. `quantization` fixes the scale (weights above its range clip to the largest impact);
     by default it is fitted to the largest weight.
@@ -142,23 +143,36 @@ class IndexWriter:
             write_file(stage.path / DOC_IDS, json.dumps(self._doc_ids).encode())
             failpoint("sparse-written")
             for part in self.parts:
-                part(stage.path, forward, self._doc_ids)
+                merge_record(meta, part(stage.path, forward, self._doc_ids))
             failpoint("parts-written")
             write_meta(stage.path, meta)
             check_folder(stage.path)  # the staged folder opens and passes every check before it is published
             stage.publish()
         except BaseException:
             stage.discard()
+            for part in self.parts:  # a part that wrote outside the folder (a collection on a server) undoes it
+                getattr(part, "discard", lambda: None)()
             raise
         return self.path
 
 
+def merge_record(meta: dict, record: Any) -> None:
+    """What a part returns for the meta (a Milvus collection's record): `info` keys merged into the meta's
+    info, `uncovered` subfolders (an engine's own files, checked by the part's record) added to the meta's."""
+    if not isinstance(record, dict):
+        return
+    meta["info"] = {**meta.get("info", {}), **record.get("info", {})}
+    if record.get("uncovered"):
+        meta["uncovered"] = sorted({*meta.get("uncovered", []), *record["uncovered"]})
+
+
 def write_meta(folder: Path, meta: dict) -> dict:
-    """Write `meta.json` covering every file now in `folder` (sizes, SHA-256, xxh3), checksummed itself."""
+    """Write `meta.json` covering every file now in `folder` (sizes, SHA-256, xxh3) but the `uncovered`
+    subfolders it names, checksummed itself."""
     meta = {k: v for k, v in meta.items() if k not in ("files", "meta_sha256", "coverage", "created")}
     meta["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     meta["coverage"] = COVERAGE
-    meta["files"] = {name: file_record(folder / name) for name in folder_files(folder)}
+    meta["files"] = {name: file_record(folder / name) for name in folder_files(folder, uncovered_dirs(meta))}
     meta["meta_sha256"] = _meta_checksum(meta)
     write_file(folder / META, json.dumps(meta, indent=2).encode())
     return meta
@@ -166,8 +180,9 @@ def write_meta(folder: Path, meta: dict) -> dict:
 
 def amend_index(path: str | Path, add: Callable[[Path], Any], *, log: Callable[[str], None] | None = None) -> Path:
     """Add or replace parts of an existing index folder atomically: the folder is staged as hard links of its
-    files (nothing is copied, and files are never written in place), `add(staged)` writes the new files
-    (unlinking a file before rewriting it), the meta is rewritten over all files, checked, and published."""
+    files (nothing is copied, and files are never written in place; an engine's uncovered subfolder is linked
+    too), `add(staged)` writes the new files (unlinking a file before rewriting it) and may return a record for
+    the meta as a part does, the meta is rewritten over all files, checked, and published."""
     path = Path(path)
     reader = IndexReader(path)
     stage = StagedFolder(path, replace=is_lsr_index, log=log)
@@ -179,8 +194,9 @@ def amend_index(path: str | Path, add: Callable[[Path], Any], *, log: Callable[[
                 os.link(path / name, dst)
             except OSError:
                 shutil.copy2(path / name, dst)
-        add(stage.path)
-        write_meta(stage.path, reader.meta)
+        meta = dict(reader.meta)
+        merge_record(meta, add(stage.path))
+        write_meta(stage.path, meta)
         check_folder(stage.path)
         stage.publish()
     except BaseException:
@@ -195,6 +211,9 @@ def add_dense_store(index_dir: str | Path, vectors: np.ndarray, *, info: dict[st
                     overwrite: bool = False) -> Path:
     """Add the dense vectors of an existing index's documents (row i = doc_idx i) to its folder, atomically."""
     path = Path(index_dir)
+    if IndexReader(path).info.get("backend") == "milvus":
+        raise LsrError(f"{path} ranks through Milvus, whose collection takes the dense vectors at build time: "
+                       "rebuild it with --dense (or build the lsr index with --dense, then `lsr export milvus`)")
     if has_dense_store(path) and not overwrite:
         raise LsrError(f"{path} already has a dense store (pass overwrite to replace it)")
     return amend_index(path, lambda staged: write_dense_files(staged, vectors, info))
@@ -210,8 +229,52 @@ def verify_index(path: str | Path) -> dict[str, Any]:
     reader = check_folder(path, verify_checksums=False)
     checked = {"files": len(meta["files"]), "bytes": sum(r["bytes"] for r in meta["files"].values()),
                "num_docs": reader.num_docs, "num_postings": reader.meta["num_postings"]}
-    uncovered = [] if meta.get("coverage") == COVERAGE else [n for n in folder_files(path) if n not in meta["files"]]
+    uncovered = [] if meta.get("coverage") == COVERAGE else [n for n in folder_files(path, uncovered_dirs(meta))
+                                                             if n not in meta["files"]]
     checked["not_covered"] = uncovered
+    if reader.info.get("backend") == "milvus":  # the collection's rows against the record the meta keeps
+        from .milvus import MilvusCollection
+
+        MilvusCollection(reader, path).close()
+        checked["milvus"] = reader.info["milvus"]["collection"]
     return checked
 
 
+# -- export --------------------------------------------------------------------------------------------------
+def export_to_milvus(index_dir: str | Path, *, uri: str | None = None, collection: str | None = None,
+                     batch_size: int = 1_000, sparse_index: str = "SPARSE_INVERTED_INDEX",
+                     progress: bool = True, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """`lsr export milvus`: stream an existing index's forward index (and dense store) into a new collection,
+    then re-publish the folder (atomically, its files hard-linked) recording the Milvus backend, so search,
+    serve and eval on it rank through Milvus. Returns the recorded `info.milvus`."""
+    from .milvus import LITE_FILE, MILVUS_DIR, build_collection_name, milvus_record, resolve_uri, write_collection
+
+    path = Path(index_dir)
+    try:
+        sharded = json.loads((path / "meta.json").read_text(encoding="utf-8")).get("format") == "lsr-sharded-index"
+    except (OSError, ValueError, AttributeError):
+        sharded = False
+    if sharded:  # pragma: no cover - sharded folders come with the sharded search service
+        raise LsrError(f"{path} is a sharded index; `lsr export milvus` takes one shard folder at a time for now")
+    reader = IndexReader(path)
+    if reader.info.get("backend", "lsr") == "milvus":
+        raise LsrError(f"{path} already ranks through Milvus ({milvus_record(reader)['collection']!r})")
+    build_collection_name(collection, True)
+    dense = DenseStore(path, verify_checksums=False, backend="numpy", doc_ids=reader.doc_ids).vectors \
+        if has_dense_store(path) else None
+
+    def add(staged: Path) -> dict[str, Any]:
+        embedded = uri is None
+        recorded = LITE_FILE if embedded else uri
+        name = build_collection_name(collection, embedded)
+        record = write_collection(resolve_uri(staged, recorded), name, indptr=reader.forward_indptr,
+                                  term_ids=reader.forward_term_ids, impacts=reader.forward_impacts,
+                                  doc_ids=reader.doc_ids, dense=dense, sparse_index=sparse_index,
+                                  batch_size=batch_size, progress=progress)
+        record["uri"] = recorded
+        if log:
+            log(f"exported {reader.num_docs:,} documents into Milvus collection {name!r} at {recorded}")
+        return {"info": {"backend": "milvus", "milvus": record}, **({"uncovered": [MILVUS_DIR]} if embedded else {})}
+
+    amend_index(path, add, log=log)
+    return IndexReader(path).info["milvus"]

@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from .dense import DenseStore
 from .errors import IndexFormatError, LsrError
 from .hits import Hit, Run, ranking_order
 from .protocols import SparseSearcher
@@ -29,7 +30,7 @@ from .search import Searcher
 from .sparse import SparseBatch
 from .storage import IndexReader
 
-BACKENDS = ("lsr", "lucene")
+BACKENDS = ("lsr", "lucene", "milvus")  # the dispatch below: ours, Lucene (here), Milvus (milvus.py)
 LUCENE_DIR = "lucene"
 QUERY_SCALE = 100.0
 
@@ -198,7 +199,23 @@ def index_backend(reader: IndexReader) -> str:
 
 
 def open_searcher(reader: IndexReader, folder: str | Path) -> SparseSearcher:
-    """The searcher the index folder was built for: ours, or Lucene impact search."""
-    if index_backend(reader) == "lucene":
+    """The searcher the index folder was built for: ours, Lucene impact search or Milvus."""
+    backend = index_backend(reader)
+    if backend == "lucene":
         return LuceneImpactBackend(reader, folder)
+    if backend == "milvus":
+        from .milvus import MilvusSparseSearcher
+
+        return MilvusSparseSearcher(reader, folder)
     return Searcher(reader)
+
+
+def open_dense_store(reader: IndexReader, folder: str | Path, *, backend: str = "auto",
+                     verify_checksums: bool = True) -> DenseStore:
+    """The folder's dense store, searched where the folder's backend says: Milvus for `milvus` (its dense
+    field), else faiss or numpy per `backend`."""
+    if index_backend(reader) == "milvus":
+        from .milvus import MilvusDenseStore
+
+        return MilvusDenseStore(reader, folder, verify_checksums=verify_checksums)
+    return DenseStore(folder, backend=backend, doc_ids=reader.doc_ids, verify_checksums=verify_checksums)

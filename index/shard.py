@@ -10,7 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .dense import DenseStore, has_dense_store
-from .lucene import open_searcher
+from .lucene import open_dense_store, open_searcher
 from .storage import IndexReader
 
 
@@ -27,12 +27,12 @@ class LocalShard:
                  reader: IndexReader | None = None) -> None:
         self.path = Path(path)
         self.reader = reader or IndexReader(self.path, verify_checksums=verify_checksums)
-        self.searcher = open_searcher(self.reader, self.path)  # ours, or Lucene for `--backend lucene`
+        self.searcher = open_searcher(self.reader, self.path)  # ours, Lucene or Milvus, per the folder's backend
         self.dense: DenseStore | None = None
         if has_dense_store(self.path):
-            self.dense = DenseStore(self.path, backend=dense_backend, doc_ids=self.reader.doc_ids,
-                                    # hashed with the rest of the folder when its meta covers it
-                                    verify_checksums=verify_checksums and not self.reader.covers_folder)
+            self.dense = open_dense_store(self.reader, self.path, backend=dense_backend,  # Milvus's for milvus
+                                          # hashed with the rest of the folder when its meta covers it
+                                          verify_checksums=verify_checksums and not self.reader.covers_folder)
         self._feedback: sp.csr_matrix | None = None
         self._pool: ThreadPoolExecutor | None = None
 
@@ -58,6 +58,12 @@ class LocalShard:
 
     def size_bytes(self) -> int:
         return self.searcher.size_bytes() + (self.dense.size_bytes() if self.dense else 0)
+
+    def close(self) -> None:
+        """Give back what the searchers hold outside this process (Milvus connections, a Milvus Lite server)."""
+        for part in (self.searcher, self.dense):
+            if hasattr(part, "close"):
+                part.close()
 
     def submit(self, method: str, *args: Any) -> Future:
         if self._pool is None:

@@ -171,7 +171,7 @@ class ShardSet:
 
     @property
     def num_shards(self) -> int:
-        return len(self.handles)
+        return len(self.starts)
 
     @property
     def info(self) -> dict[str, Any]:
@@ -234,10 +234,15 @@ class ShardSet:
         return out
 
     def close(self) -> None:
+        """Give back the threads and what the shards hold outside this process (idempotent)."""
         for h in self.handles:
             pool = getattr(h, "_pool", None)
             if pool is not None:
                 pool.shutdown(wait=False)
+                h._pool = None
+            if hasattr(h, "close"):
+                h.close()
+        self.handles = []
 
 
 def _plain_meta(reader: IndexReader) -> dict[str, Any]:
@@ -421,6 +426,9 @@ def merge_indexes(out: str | Path, inputs: Sequence[str | Path], *, shards: int 
     sources = [s for path in inputs for s in index_shards(Path(path))]
     readers = [check_folder(s) for s in sources]
     first = _agreement(readers[0], sources[0])
+    if first["backend"] != "lsr":
+        raise LsrError(f"{sources[0]}: a {first['backend']} index; merge folds lsr-backend indexes (export the "
+                       "merged index to another backend afterwards)")
     for s, r in zip(sources[1:], readers[1:]):
         _check_agree(first, _agreement(r, s), f"{s}: ")
     all_ids = [d for r in readers for d in r.doc_ids]

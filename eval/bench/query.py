@@ -146,6 +146,10 @@ def engine_configs(names: list[str]) -> list[tuple[str, dict[str, Any]]]:
             configs += [("seismic", {"query_cut": q, "heap_factor": h}) for q, h in ((10, 0.8), (20, 0.7))]
             configs.append(("seismic", {"n_postings": 15000, "centroid_fraction": 0.05, "query_cut": 10,
                                         "heap_factor": 0.9}))
+        elif name == "milvus":  # exact, then drop ratios, then SPARSE_WAND (its own collection)
+            configs += [("milvus", {}), ("milvus", {"drop_ratio_search": 0.2}), ("milvus", {"drop_ratio_search": 0.4})]
+            configs += [("milvus", {"index_type": "SPARSE_WAND"}),
+                        ("milvus", {"index_type": "SPARSE_WAND", "drop_ratio_search": 0.2})]
         else:
             configs.append((name, {}))
     return configs

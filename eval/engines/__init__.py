@@ -29,8 +29,13 @@ How each engine sees the query (recall@10 is the caller's measure against our ex
            measured on the test corpus at query_cut 20: 0.7 -> 0.988, 0.8 -> 0.98, 1.0 -> 0.96).
            `batch_search` returns hits in arbitrary order: sorted here by (score desc, doc_idx asc).
 
+- `milvus` Milvus Lite 2.5 (the Milvus C++ core) through pymilvus, the collection `lsr index build --backend
+           milvus` writes: float32 query weights, integer impacts; `SPARSE_INVERTED_INDEX` with drop ratio 0 is
+           exact, `drop_ratio_search` > 0 (the smallest query weights ignored) approximate, `SPARSE_WAND` its own
+           build. One client call at a time (one row per configuration).
+
 Modules: `common` (the `Engine` protocol and the helpers every adapter shares), `brute_force` (scipy), `pisa`,
-`bmp`, `seismic`, `lucene`. Each imports its engine's package only when it builds or opens an index.
+`bmp`, `seismic`, `lucene`, `milvus`. Each imports its engine's package only when it builds or opens an index.
 """
 from __future__ import annotations
 
@@ -41,14 +46,15 @@ from .bmp import BmpEngine
 from .brute_force import ScipyEngine
 from .common import Engine
 from .lucene import LuceneEngine
+from .milvus import MilvusEngine
 from .pisa import PisaEngine
 from .seismic import SeismicEngine
 
-__all__ = ["ENGINES", "BmpEngine", "Engine", "LsrError", "LuceneEngine", "PisaEngine", "ScipyEngine",
+__all__ = ["ENGINES", "BmpEngine", "Engine", "LsrError", "LuceneEngine", "MilvusEngine", "PisaEngine", "ScipyEngine",
            "SeismicEngine", "make_engine", "quantize_query"]
 
 ENGINES = {"scipy": ScipyEngine, "pisa": PisaEngine, "bmp": BmpEngine, "seismic": SeismicEngine,
-           "lucene": LuceneEngine}
+           "lucene": LuceneEngine, "milvus": MilvusEngine}
 
 
 def make_engine(name: str, **kwargs) -> Engine:
