@@ -134,15 +134,20 @@ class DenseStore:
     def size_bytes(self) -> int:
         return sum((self.path / name).stat().st_size for name in (DENSE_VECTORS, DENSE_META))
 
-    def search_vector(self, query: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        """(doc_idx, score) of the k documents with the largest inner product, ties to the smaller doc_idx."""
-        if k <= 0:
+    def checked_query(self, query: np.ndarray, k: int) -> np.ndarray:
+        """The query as a float32 vector of this store's dimension; LsrError for a bad k, shape or value."""
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k <= 0:
             raise LsrError(f"k must be positive, got {k}")
         q = np.asarray(query, dtype=np.float32).reshape(-1)
         if q.shape != (self.dim,):
             raise LsrError(f"dense query has dimension {q.shape[0]}, the store has {self.dim}")
         if not np.all(np.isfinite(q)):
             raise LsrError("dense query must be finite")
+        return q
+
+    def search_vector(self, query: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """(doc_idx, score) of the k documents with the largest inner product, ties to the smaller doc_idx."""
+        q = self.checked_query(query, k)
         k = min(k, self.num_docs)
         if self._faiss_index is not None:
             # faiss leaves open which of the documents tied at the k-th score make the cut: widen the search

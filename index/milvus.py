@@ -51,7 +51,8 @@ import numpy as np
 from .dense import DenseStore
 from .errors import EngineUnavailable, IndexFormatError, LsrError
 from .files import failpoint
-from .hits import Hit, Run, ranking_order
+from .hits import ranking_order
+from .search import HitsFromVectors
 from .sparse import SparseBatch
 from .storage import IndexReader
 
@@ -416,7 +417,7 @@ def _ranked(result, k: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
     return idx[order], scores[order]
 
 
-class MilvusSparseSearcher:
+class MilvusSparseSearcher(HitsFromVectors):
     """Sparse top-k through Milvus; the `SparseSearcher` interface plus `search_vector`, like `Searcher`.
 
     `drop_ratio` > 0 (Milvus's `drop_ratio_search`: the smallest query weights ignored) is approximate, as is
@@ -466,7 +467,7 @@ class MilvusSparseSearcher:
         result = self.collection.search([query], SPARSE, limit, {"drop_ratio_search": self.drop_ratio})
         return _ranked(result[0], k_eff, self._scale)
 
-    def search_batch_vectors(self, queries: SparseBatch, k: int = 10, batch: int = 256
+    def search_batch_vectors(self, queries: SparseBatch, k: int = 10, threads: int | None = None, batch: int = 256
                              ) -> list[tuple[np.ndarray, np.ndarray]]:
         """(doc_idx, score) per query; non-empty queries go to Milvus `batch` at a time (one request each)."""
         k_eff, limit = self._limit(k)
@@ -480,22 +481,6 @@ class MilvusSparseSearcher:
             for i, result in zip(chunk, results):
                 out[i] = _ranked(result, k_eff, self._scale)
         return out
-
-    def search(self, query: SparseBatch, k: int = 10) -> list[Hit]:
-        if len(query) != 1:
-            raise LsrError(f"search takes one query vector, got {len(query)}; use batch_search")
-        return self._hits(*self.search_vector(*query.row(0), k=k))
-
-    def batch_search(self, queries: SparseBatch, query_ids: Sequence[str], k: int = 10,
-                     threads: int | None = None) -> Run:
-        if len(queries) != len(query_ids):
-            raise LsrError(f"{len(queries)} query vectors but {len(query_ids)} query ids")
-        results = self.search_batch_vectors(queries, k=k)
-        return {qid: self._hits(*r) for qid, r in zip(query_ids, results)}
-
-    def _hits(self, idx: np.ndarray, scores: np.ndarray) -> list[Hit]:
-        doc_ids = self.reader.doc_ids
-        return [Hit(doc_ids[i], float(s)) for i, s in zip(idx.tolist(), scores.tolist())]
 
     def size_bytes(self) -> int:
         """Our index files and, for a Milvus Lite file, its folder."""
@@ -519,13 +504,7 @@ class MilvusDenseStore(DenseStore):
         self.backend = "milvus"
 
     def search_vector(self, query: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        if not isinstance(k, (int, np.integer)) or k <= 0:
-            raise LsrError(f"k must be positive, got {k}")
-        q = np.asarray(query, dtype=np.float32).reshape(-1)
-        if q.shape != (self.dim,):
-            raise LsrError(f"dense query has dimension {q.shape[0]}, the store has {self.dim}")
-        if not np.all(np.isfinite(q)):
-            raise LsrError("dense query must be finite")
+        q = self.checked_query(query, k)
         k_eff = min(int(k), self.num_docs)
         if k_eff > SEARCH_LIMIT:
             raise LsrError(f"the Milvus backend returns at most {SEARCH_LIMIT:,} hits per query, asked for {k}")

@@ -9,6 +9,7 @@ machine, and are restarted by Ray if their process dies (`max_restarts`), re-ope
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -29,17 +30,43 @@ def start_ray(address: str | None = None, *, num_cpus: int | None = None) -> dic
         if address:
             _check_reachable(address)
         try:
-            if address:
-                ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                         logging_level="ERROR", configure_logging=True)
-            else:
-                ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
-                         _node_ip_address="127.0.0.1", log_to_driver=False, logging_level="ERROR",
-                         configure_logging=True)
+            with _kept_fault_handlers():
+                _init(ray, address, num_cpus)
         except (ConnectionError, TimeoutError, ValueError, RuntimeError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise EngineUnavailable(f"cannot reach the Ray cluster at {address or 'a new local Ray'}: {first}") from None
     return dict(ray.cluster_resources())
+
+
+def _init(ray, address: str | None, num_cpus: int | None) -> None:
+    if address:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+                 configure_logging=True)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, _node_ip_address="127.0.0.1",
+                 log_to_driver=False, logging_level="ERROR", configure_logging=True)
+
+
+@contextlib.contextmanager
+def _kept_fault_handlers():
+    """Ray's core worker installs its own SIGSEGV/SIGBUS handlers (to print stack traces) over the ones already
+    there. A JVM in the same process (pyserini: BM25, the Lucene backend) raises SIGSEGV on purpose and needs
+    its own handler, or the process dies; so the handlers in place before `ray.init` are put back after it."""
+    import ctypes
+    import signal
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    signals = (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL)
+    saved = {}
+    for sig in signals:
+        buf = ctypes.create_string_buffer(256)  # struct sigaction (152 bytes on x86-64 glibc), kept opaque
+        if libc.sigaction(int(sig), None, buf) == 0:
+            saved[sig] = buf
+    try:
+        yield
+    finally:
+        for sig, buf in saved.items():
+            libc.sigaction(int(sig), buf, None)
 
 
 def _check_reachable(address: str, timeout_s: float = 3.0) -> None:

@@ -402,7 +402,30 @@ def _prune_query(terms: np.ndarray, weights: np.ndarray, max_query_terms: int | 
     return terms[keep], weights[keep]
 
 
-class Searcher:
+class HitsFromVectors:
+    """`search` and `batch_search` (hits by doc_id) for a searcher that has `reader`, `search_vector` and
+    `search_batch_vectors` ((doc_idx, score) arrays): ours and Milvus's."""
+
+    reader: IndexReader
+
+    def search(self, query: SparseBatch, k: int = 10) -> list[Hit]:
+        if len(query) != 1:
+            raise LsrError(f"search takes one query vector, got {len(query)}; use batch_search")
+        return self._hits(*self.search_vector(*query.row(0), k=k))  # type: ignore[attr-defined]
+
+    def batch_search(self, queries: SparseBatch, query_ids: Sequence[str], k: int = 10,
+                     threads: int | None = None) -> Run:
+        if len(queries) != len(query_ids):
+            raise LsrError(f"{len(queries)} query vectors but {len(query_ids)} query ids")
+        results = self.search_batch_vectors(queries, k=k, threads=threads)  # type: ignore[attr-defined]
+        return {qid: self._hits(*result) for qid, result in zip(query_ids, results)}
+
+    def _hits(self, idx: np.ndarray, scores: np.ndarray) -> list[Hit]:
+        ids = self.reader.doc_ids
+        return [Hit(ids[i], float(s)) for i, s in zip(idx.tolist(), scores.tolist())]
+
+
+class Searcher(HitsFromVectors):
     """Top-k retrieval over an `IndexReader`: exact by default (see the module docstring for the algorithms).
 
     `prune_factor` < 1 and `max_query_terms` make it approximate; `threads` sets numba's threads for batch search;
@@ -517,25 +540,9 @@ class Searcher:
             out.append((idx, s * self._inv_scale))
         return out
 
-    def search(self, query: SparseBatch, k: int = 10) -> list[Hit]:
-        if len(query) != 1:
-            raise LsrError(f"search takes one query vector, got {len(query)}; use batch_search")
-        return self._hits(*self.search_vector(*query.row(0), k=k))
-
-    def batch_search(self, queries: SparseBatch, query_ids: Sequence[str], k: int = 10,
-                     threads: int | None = None) -> Run:
-        if len(queries) != len(query_ids):
-            raise LsrError(f"{len(queries)} query vectors but {len(query_ids)} query ids")
-        results = self.search_batch_vectors(queries, k=k, threads=threads)
-        return {qid: self._hits(*result) for qid, result in zip(query_ids, results)}
-
     def size_bytes(self) -> int:
         """The bytes of the index files this searcher reads."""
         return self.reader.size_bytes()
-
-    def _hits(self, idx: np.ndarray, scores: np.ndarray) -> list[Hit]:
-        ids = self.reader.doc_ids
-        return [Hit(ids[i], float(s)) for i, s in zip(idx.tolist(), scores.tolist())]
 
 
 def term_max_impacts(reader: IndexReader) -> np.ndarray:
