@@ -112,14 +112,17 @@ def index_build(dataset: Dataset, model: Model, out: Annotated[Path, typer.Optio
                 engine: Annotated[EngineName, typer.Option("--engine", help="local: this process; ray: a pool of "
                                                            "Ray Data encoder actors (a sharded folder)")] = EngineName.local,
                 workers: Annotated[int, typer.Option("--workers", help="Ray encoder actors (--engine ray)")] = 2,
-                shards: Shards = 1, ray_address: RayAddress = None) -> None:
+                shards: Shards = 1, ray_address: RayAddress = None,
+                quantization_from: Annotated[Optional[Path], typer.Option(
+                    "--quantization-from", help="take the impact scale of this index, so the new one can be "
+                    "merged with it (`lsr index merge`)")] = None) -> None:
     """Encode a BEIR corpus into an index folder OUT: the impact index, the documents' text, a dense store with
     --dense, a Lucene index with --backend lucene, a Milvus collection with --backend milvus; --shards N writes
     N shards, --engine ray encodes on Ray. The folder appears whole, in one rename, once everything is written
     and verified; until then an index already at OUT stays as it was."""
     from lsr.eval.beir import load_corpus
     from lsr.eval.distributed import build_index_ray, check_ray_build
-    from lsr.eval.pipeline import build_index, check_build
+    from lsr.eval.pipeline import build_index, check_build, quantization_of
     from lsr.index.files import check_writable_target
     from lsr.index.storage import is_lsr_index
 
@@ -133,14 +136,16 @@ def index_build(dataset: Dataset, model: Model, out: Annotated[Path, typer.Optio
     check_writable_target(out, is_lsr_index if overwrite else None)
     ds = load_corpus(dataset, data_dir, limit)
     check_ray_build(workers, shards, len(ds.corpus))
+    quant = quantization_of(quantization_from, int(bits.value)) if quantization_from else None
     options = _options(max_length, batch_size, head)
     if engine == EngineName.ray:
         figures = build_index_ray(ds, model, out, options, workers=workers, shards=shards, ray_address=ray_address,
-                                  dense=dense, bits=int(bits.value), overwrite=overwrite, log=_note)
+                                  dense=dense, bits=int(bits.value), overwrite=overwrite, log=_note,
+                                  quantization=quant)
     else:
         figures = build_index(ds, model, out, options, dense=dense, bits=int(bits.value), overwrite=overwrite,
                               backend=backend.value, shards=shards, log=_note, milvus_uri=milvus_uri,
-                              collection=collection)
+                              collection=collection, quantization=quant)
     typer.echo(f"indexed {len(ds.corpus)} documents into {out}" + (f" ({shards} shards)" if shards > 1 else "")
                + f" ({figures['docs_per_s']:.1f} docs/s encoding"
                + (f", dense {figures['dense_docs_per_s']:.1f} docs/s" if dense and 'dense_docs_per_s' in figures

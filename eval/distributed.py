@@ -110,7 +110,7 @@ def _in_corpus_order(units: list[list[np.ndarray]]) -> np.ndarray:
 def build_index_ray(dataset: BeirDataset, model: str, out: str | Path, options, *, workers: int = 2,
                     shards: int = 1, ray_address: str | None = None, dense: str | None = None, bits: int = 8,
                     overwrite: bool = False, documents: bool = True, log: Log | None = None,
-                    unit_docs: int = UNIT_DOCS) -> dict[str, Any]:
+                    unit_docs: int = UNIT_DOCS, quantization=None) -> dict[str, Any]:
     """The sharded index of `dataset` built on Ray (see the module docstring); the build's figures."""
     from tqdm.auto import tqdm
 
@@ -140,9 +140,8 @@ def build_index_ray(dataset: BeirDataset, model: str, out: str | Path, options, 
         plans["dense"] = _units(dense_batches(texts, options.batch_size), unit_docs)
     rows = [{"unit": i, "kind": kind, "texts": [texts[j] for b in unit for j in b], "sizes": [len(b) for b in unit]}
             for kind, units in plans.items() for i, unit in enumerate(units)]
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # ours counts documents
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its INFO lines and progress notes; ours counts documents
+    ray.data.DataContext.get_current().enable_progress_bars = False
     option_fields = {"max_length": options.max_length, "batch_size": options.batch_size, "head": options.head}
     # crash tests' failpoints travel to the actors (a local Ray's workers do not inherit this process's environment)
     failpoints = {k: os.environ[k] for k in (FAILPOINT_ENV, FAILPOINT_ONCE_ENV) if k in os.environ}
@@ -188,5 +187,5 @@ def build_index_ray(dataset: BeirDataset, model: str, out: str | Path, options, 
     write_start = time.perf_counter()
     write_shards(out, docs, dataset.doc_ids, shards=shards, vocab_size=encoder.vocab_size, bits=bits, info=info,
                  vectors=vectors, dense_meta=dense_meta, documents=_documents(dataset) if documents else None,
-                 overwrite=overwrite, log=log, show_progress=options.show_progress)
+                 overwrite=overwrite, log=log, show_progress=options.show_progress, quantization=quantization)
     return {**figures, "index_build_s": time.perf_counter() - write_start}

@@ -77,12 +77,13 @@ def _encode_dense(dataset: BeirDataset, model: str, max_length: int | None, batc
 def write_shards(out: Path, docs: SparseBatch, doc_ids: list[str], *, shards: int, vocab_size: int, bits: int,
                  info: dict[str, Any], vectors: np.ndarray | None = None, dense_meta: dict | None = None,
                  documents: list[StoredDocument] | None = None, overwrite: bool = False, log: Log | None = None,
-                 show_progress: bool = False) -> None:
+                 show_progress: bool = False, quantization: Quantization | None = None) -> None:
     """A sharded index folder of encoded documents: one quantisation scale over all of them (fitted as a plain
-    build fits it), each shard with its slice of the dense vectors and documents, published whole."""
+    build fits it, or `quantization`), each shard with its slice of the dense vectors and documents, published
+    whole."""
     from tqdm.auto import tqdm
 
-    quant = Quantization.fit(float(docs.weights.max()) if docs.nnz else 1.0, bits)
+    quant = quantization or Quantization.fit(float(docs.weights.max()) if docs.nnz else 1.0, bits)
     writer = ShardedWriter(out, num_docs=len(doc_ids), shards=shards, overwrite=overwrite, log=log)
     with writer, tqdm(total=shards, desc="writing shards", unit="shard", disable=not show_progress) as bar:
         for i, (a, b) in enumerate(writer.ranges):
@@ -97,14 +98,26 @@ def write_shards(out: Path, docs: SparseBatch, doc_ids: list[str], *, shards: in
         writer.commit(info)
 
 
+def quantization_of(index_dir: str | Path, bits: int) -> Quantization:
+    """The quantisation an existing index (plain or sharded) was built with, for a build to be merged with it."""
+    from lsr.index.shards import index_shards
+
+    quant = IndexReader(index_shards(Path(index_dir))[0], verify_checksums=False, scan=False).quantization
+    if quant.bits != bits:
+        raise LsrError(f"{index_dir} has {quant.bits}-bit impacts; pass --bits {quant.bits}")
+    return quant
+
+
 def build_index(dataset: BeirDataset, model: str, out: str | Path, options: EncoderOptions, *,
                 dense: str | None = None, bits: int = 8, overwrite: bool = False, backend: str = "lsr",
                 encoder=None, documents: bool = True, shards: int = 1, log: Log | None = None,
-                milvus_uri: str | None = None, collection: str | None = None) -> dict[str, float]:
+                milvus_uri: str | None = None, collection: str | None = None,
+                quantization: Quantization | None = None) -> dict[str, float]:
     """`lsr index build`: the sparse index, the documents' text, a dense store if `dense` names a model, and a
     Lucene index for the `lucene` backend or a Milvus collection for `milvus` (at `milvus_uri`, default a
     Milvus Lite file in the folder; the dense vectors go into it too), all in one folder that appears whole or
-    not at all; with `shards` > 1, a sharded folder of that many (lsr backend). Names and the target are checked
+    not at all; with `shards` > 1, a sharded folder of that many (lsr backend); `quantization` fixes the scale
+    (`quantization_of` an index this one is to be merged with). Names and the target are checked
     before any model loads; `encoder` (an already loaded sparse encoder) skips loading; `documents=False` leaves
     the text out (hits then carry ids and scores only)."""
     out = Path(out)
@@ -142,10 +155,10 @@ def build_index(dataset: BeirDataset, model: str, out: str | Path, options: Enco
             raise LsrError("--shards builds the lsr backend only")
         write_shards(out, docs, dataset.doc_ids, shards=shards, vocab_size=encoder.vocab_size, bits=bits, info=info,
                      vectors=vectors, dense_meta=dense_meta, documents=_documents(dataset) if documents else None,
-                     overwrite=overwrite, log=log, show_progress=options.show_progress)
+                     overwrite=overwrite, log=log, show_progress=options.show_progress, quantization=quantization)
         return {**figures, "index_build_s": time.perf_counter() - start}
     with IndexWriter(out, vocab_size=encoder.vocab_size, bits=bits, info=info, overwrite=overwrite, parts=parts,
-                     log=log) as writer:
+                     quantization=quantization, log=log) as writer:
         writer.add(docs, dataset.doc_ids)
     return {**figures, "index_build_s": time.perf_counter() - start}
 

@@ -198,3 +198,28 @@ def test_cli_merge_and_verify(tmp_path, corpus, cli):
     assert code == 2 and err.count("\n") == 1 and "exists" in err
     code, _, err = cli("index", "merge", tmp_path / "m2", tmp_path / "p", "--shards", "100000")
     assert code == 2 and "more than the" in err
+
+
+def test_an_index_built_with_the_scale_of_another_merges_with_it(tmp_path, cli, data_dir):
+    """Growing a collection: new documents built with `--quantization-from` the old index fold into it, and the
+    merged folder answers like one index over all the documents at that scale."""
+    from lsr.encoders.provider import open_service
+
+    lines = (data_dir / "scifact" / "corpus.jsonl").read_text(encoding="utf-8").splitlines()
+    for name, rows in (("old", lines[:8]), ("new", lines[8:14]), ("all", lines[:14])):
+        folder = tmp_path / name
+        (folder / "qrels").mkdir(parents=True)
+        (folder / "corpus.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    build = ("index", "build", "--model", "splade-tiny", "--max-length", "64")
+    assert cli(*build, "--dataset", tmp_path / "old", "--out", tmp_path / "i-old")[0] == 0
+    for name in ("new", "all"):
+        code, _, err = cli(*build, "--dataset", tmp_path / name, "--out", tmp_path / f"i-{name}",
+                           "--quantization-from", tmp_path / "i-old")
+        assert code == 0, err
+    code, _, err = cli("index", "merge", tmp_path / "merged", tmp_path / "i-old", tmp_path / "i-new")
+    assert code == 0, err
+    merged, whole = open_service(tmp_path / "merged"), open_service(tmp_path / "i-all")
+    assert merged.index.num_shards == 2 and merged.index.num_docs == 14
+    for query in ("stem cells", "vitamin D deficiency", "protein folding in bacteria"):
+        assert merged.search(query=query, k=14) == whole.search(query=query, k=14)
+        assert merged.search(query=query, k=5, prf=True) == whole.search(query=query, k=5, prf=True)
