@@ -160,11 +160,13 @@ def main() -> None:
     corpus_vectors(args.corpus, args.data_dir, args.cache)  # made once, outside every timing
     result: dict[str, Any] = {"cpus": os.cpu_count(), "machine": "the 2-core development machine, no GPU",
                               "command": "python -m lsr.eval.bench.shards " + " ".join(sys.argv[1:])}
-    if not args.skip_build:
-        result["build"] = bench_build(args.build_docs, args.workdir, args.data_dir)
+    rows = [] if args.skip_build else [{"part": "build", **r} for r in bench_build(args.build_docs, args.workdir,
+                                                                                   args.data_dir)]
     result["write_corpus"] = f"synthetic {args.corpus}, unclustered (lsr.eval.bench.synthetic)"
-    result["write"], paths = bench_write(args.corpus, args.workdir, args.cache)
-    result["query"] = bench_query(paths, args.cache, args.rounds)
+    written, paths = bench_write(args.corpus, args.workdir, args.cache)
+    rows += [{"part": "write", **r} for r in written]
+    rows += [{"part": "query", **r} for r in bench_query(paths, args.cache, args.rounds)]
+    result["rows"] = rows
     if args.json:
         write_json(args.json, result)
 
