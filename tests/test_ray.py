@@ -6,6 +6,7 @@ Ray's threads can still install them later."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,17 +16,20 @@ import pytest
 CASES = Path(__file__).with_name("ray_cases.py")
 
 
-def _run(marker: str, data_dir: Path) -> None:
+def _run(marker: str, data_dir: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, LSR_DATA_DIR=str(data_dir))
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", marker, str(CASES)],
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", marker, str(CASES)],
                           env=env, capture_output=True, text=True, timeout=1800, cwd=CASES.parent.parent)
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
 
 
 def test_ray_cases(data_dir):
-    _run("not slow and not gpu", data_dir)
+    proc = _run("not slow and not gpu", data_dir)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
+    assert re.search(r"^4 passed", proc.stdout, re.M), proc.stdout[-2000:]  # every case ran, none skipped
 
 
 @pytest.mark.slow
 def test_ray_cases_slow(data_dir):
-    _run("slow", data_dir)
+    proc = _run("slow", data_dir)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
+    assert re.search(r"^1 passed", proc.stdout, re.M), proc.stdout[-2000:]
