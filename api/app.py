@@ -16,7 +16,7 @@ import secrets
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, AsyncIterator, Literal
+from typing import Annotated, Any, AsyncIterator, Literal
 from urllib.parse import unquote_to_bytes
 
 import anyio
@@ -32,8 +32,8 @@ from starlette.requests import ClientDisconnect
 from lsr.encoders.provider import open_service
 from lsr.index import DocumentNotFound, EngineUnavailable, LsrError, SearchService
 
-from .schemas import (DEFAULT, MAX_DOC_ID_CHARS, MAX_K, MAX_QUERY_CHARS, DocumentOut, ErrorOut, Fusion, HealthOut,
-                      HitOut, Mode, PrfPlacement, SearchRequest, SearchResponse, StatsOut)
+from .schemas import (DEFAULT, MAX_DOC_ID_CHARS, MAX_K, MAX_QUERY_CHARS, DocumentOut, ErrorOut, FuseIn, Fusion,
+                      HealthOut, HitOut, Mode, PrfPlacement, SearchRequest, SearchResponse, StatsOut)
 
 MAX_BODY_BYTES = 64 * 1024
 STATIC = Path(__file__).parent / "static"
@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     # "local": the shards searched in threads of this process
     engine: Literal["local", "ray"] = "local"
     ray_address: str | None = None
+    # a Milvus-backed index: approximate sparse search ignoring this share of the smallest query weights
+    drop_ratio: float = Field(0.0, ge=0.0, lt=1.0)
     snippet_chars: int = 300
     max_body_bytes: int = MAX_BODY_BYTES
     warm_up: bool = True  # one query through every mode at startup (first-call costs out of user requests)
@@ -90,6 +92,11 @@ class Settings(BaseSettings):
     @property
     def key_required(self) -> bool:
         return self.api_key is not None and bool(self.protect_reads)
+
+    def service_options(self) -> dict[str, Any]:
+        """What `open_service` takes of these settings."""
+        return {"verify_checksums": self.verify_checksums, "dense_backend": self.dense_backend,
+                "engine": self.engine, "ray_address": self.ray_address, "drop_ratio": self.drop_ratio}
 
 
 def get_service(request: Request) -> SearchService:
@@ -146,9 +153,11 @@ async def search_get(service: ServiceDep, settings: SettingsDep,
                      q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS, description="query text")],
                      k: Annotated[int, Query(ge=1, le=MAX_K)] = 10, mode: Mode = DEFAULT.mode,
                      fusion: Fusion = DEFAULT.fusion, alpha: Annotated[float, Query(ge=0.0, le=1.0)] = DEFAULT.alpha,
-                     prf: bool = DEFAULT.prf, prf_placement: PrfPlacement = DEFAULT.prf_placement) -> SearchResponse:
+                     prf: bool = DEFAULT.prf, prf_placement: PrfPlacement = DEFAULT.prf_placement,
+                     fuse_in: FuseIn = DEFAULT.fuse_in) -> SearchResponse:
     try:
-        req = SearchRequest(query=q, k=k, mode=mode, fusion=fusion, alpha=alpha, prf=prf, prf_placement=prf_placement)
+        req = SearchRequest(query=q, k=k, mode=mode, fusion=fusion, alpha=alpha, prf=prf, prf_placement=prf_placement,
+                            fuse_in=fuse_in)
     except ValidationError as e:  # named as the URL names them: the text is `q` here, `query` in a POST body
         errors = e.errors(include_url=False, include_input=False)
         for error in errors:
@@ -244,9 +253,8 @@ def create_app(settings: Settings | None = None, *, service: SearchService | Non
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
         opened = getattr(app.state, "service", None) is None
         if opened:
-            app.state.service = await run_in_threadpool(
-                open_service, settings.index_dir, verify_checksums=settings.verify_checksums,
-                dense_backend=settings.dense_backend, engine=settings.engine, ray_address=settings.ray_address)
+            app.state.service = await run_in_threadpool(open_service, settings.index_dir,
+                                                        **settings.service_options())
             if settings.warm_up:
                 await run_in_threadpool(app.state.service.warm_up)
         yield

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from lsr.index import Fusion, LsrError, Mode, PrfPlacement, Ranking
+from lsr.index import FuseIn, Fusion, LsrError, Mode, PrfPlacement, Ranking
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None,
@@ -59,6 +59,14 @@ AlphaOpt = Annotated[float, typer.Option("--alpha", min=0.0, max=1.0,
                                          help="hybrid weight of the sparse list (linear fusion)")]
 PlacementOpt = Annotated[PrfPlacement, typer.Option("--prf-placement",
                                                     help="hybrid PRF: interpolate before, after or both")]
+FuseInOpt = Annotated[FuseIn, typer.Option("--fuse-in", help="hybrid: fuse here (lsr) or in the index's backend "
+                                           "(Milvus's hybrid search)")]
+DropRatio = Annotated[float, typer.Option("--drop-ratio", min=0.0, max=0.99, help="Milvus backend: approximate "
+                                          "sparse search ignoring this share of the smallest query weights "
+                                          "(Milvus's drop_ratio_search) [0: exact]")]
+MilvusIndexName = Enum("MilvusIndexName", {"inverted": "SPARSE_INVERTED_INDEX", "wand": "SPARSE_WAND"}, type=str)
+MilvusIndex = Annotated[MilvusIndexName, typer.Option("--milvus-index", help="Milvus's sparse index: inverted "
+                                                      "(exact) or wand (SPARSE_WAND, it prunes)")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="replace an existing lsr index folder (nothing else)")]
 EngineName = Enum("EngineName", {name: name for name in ("local", "ray")}, type=str)
 Shards = Annotated[int, typer.Option("--shards", help="split the index into N shards over consecutive document "
@@ -74,8 +82,9 @@ def _options(max_length: int | None, batch_size: int, head: HeadName):
                           show_progress=sys.stderr.isatty())
 
 
-def _ranking(mode: Mode, prf: bool, fusion: Fusion, alpha: float, placement: PrfPlacement) -> Ranking:
-    return DEFAULT.with_(mode=mode, prf=prf, fusion=fusion, alpha=alpha, prf_placement=placement)
+def _ranking(mode: Mode, prf: bool, fusion: Fusion, alpha: float, placement: PrfPlacement,
+             fuse_in: FuseIn = DEFAULT.fuse_in) -> Ranking:
+    return DEFAULT.with_(mode=mode, prf=prf, fusion=fusion, alpha=alpha, prf_placement=placement, fuse_in=fuse_in)
 
 
 def _note(message: str) -> None:
@@ -108,7 +117,7 @@ def index_build(dataset: Dataset, model: Model, out: Annotated[Path, typer.Optio
                 dense: DenseModel = None, limit: Limit = None, bits: Bits = BitsChoice.b8, overwrite: Overwrite = False,
                 max_length: ModelMaxLength = None, batch_size: BatchSize = 32, head: Head = HeadName.auto,
                 backend: BackendOpt = SearchBackend.lsr, milvus_uri: MilvusUri = None, collection: Collection = None,
-                data_dir: DataDir = None,
+                milvus_index: MilvusIndex = MilvusIndexName.inverted, data_dir: DataDir = None,
                 engine: Annotated[EngineName, typer.Option("--engine", help="local: this process; ray: a pool of "
                                                            "Ray Data encoder actors (a sharded folder)")] = EngineName.local,
                 workers: Annotated[int, typer.Option("--workers", help="Ray encoder actors (--engine ray)")] = 2,
@@ -132,7 +141,7 @@ def index_build(dataset: Dataset, model: Model, out: Annotated[Path, typer.Optio
     if engine != EngineName.ray and (workers != 2 or ray_address):
         raise LsrError("--workers and --ray-address need --engine ray")
     check_ray_build(workers, shards, max(shards, 1))
-    _check_milvus_options(backend.value, milvus_uri, collection)
+    _check_milvus_options(backend.value, milvus_uri, collection, milvus_index)
     check_writable_target(out, is_lsr_index if overwrite else None)
     ds = load_corpus(dataset, data_dir, limit)
     check_ray_build(workers, shards, len(ds.corpus))
@@ -145,7 +154,7 @@ def index_build(dataset: Dataset, model: Model, out: Annotated[Path, typer.Optio
     else:
         figures = build_index(ds, model, out, options, dense=dense, bits=int(bits.value), overwrite=overwrite,
                               backend=backend.value, shards=shards, log=_note, milvus_uri=milvus_uri,
-                              collection=collection, quantization=quant)
+                              collection=collection, milvus_index=milvus_index.value, quantization=quant)
     typer.echo(f"indexed {len(ds.corpus)} documents into {out}" + (f" ({shards} shards)" if shards > 1 else "")
                + f" ({figures['docs_per_s']:.1f} docs/s encoding"
                + (f", dense {figures['dense_docs_per_s']:.1f} docs/s" if dense and 'dense_docs_per_s' in figures
@@ -167,9 +176,10 @@ def index_merge(out: Annotated[Path, typer.Argument(help="the sharded index fold
                f"into {out} ({done['shards']} shards)")
 
 
-def _check_milvus_options(backend: str, milvus_uri: str | None, collection: str | None) -> None:
-    if backend != "milvus" and (milvus_uri or collection):
-        raise LsrError("--milvus-uri and --collection go with --backend milvus")
+def _check_milvus_options(backend: str, milvus_uri: str | None, collection: str | None,
+                          milvus_index: MilvusIndexName = MilvusIndexName.inverted) -> None:
+    if backend != "milvus" and (milvus_uri or collection or milvus_index != MilvusIndexName.inverted):
+        raise LsrError("--milvus-uri, --collection and --milvus-index go with --backend milvus")
     if collection is not None:
         from lsr.index.milvus import build_collection_name
 
@@ -177,18 +187,22 @@ def _check_milvus_options(backend: str, milvus_uri: str | None, collection: str 
 
 
 @export_app.command("milvus")
-def export_milvus(index: Annotated[Path, typer.Argument(help="index folder (an lsr or lucene one)")],
+def export_milvus(index: Annotated[Path, typer.Argument(help="index folder (an lsr or lucene one, plain or sharded)")],
                   milvus_uri: MilvusUri = None, collection: Collection = None,
+                  milvus_index: MilvusIndex = MilvusIndexName.inverted,
                   batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="documents per insert")]
                   = 1000) -> None:
-    """Stream an index's impacts (and dense vectors) into a new Milvus collection, then re-publish the folder
-    (atomically) recording it: search, serve and eval on INDEX then rank through Milvus."""
-    from lsr.index.folder import export_to_milvus
+    """Stream an index's impacts (and dense vectors) into a new Milvus collection (one per shard of a sharded
+    folder), then re-publish the folder (atomically) recording it: search, serve and eval on INDEX then rank
+    through Milvus."""
+    from lsr.index.shards import export_any_to_milvus
 
-    record = export_to_milvus(index, uri=milvus_uri, collection=collection, batch_size=batch_size,
-                              progress=sys.stderr.isatty(), log=_note)
-    typer.echo(f"{index}: {record['num_rows']:,} documents in Milvus collection {record['collection']!r} at "
-               f"{record['uri']}")
+    records = export_any_to_milvus(index, uri=milvus_uri, collection=collection, batch_size=batch_size,
+                                   sparse_index=milvus_index.value, progress=sys.stderr.isatty(), log=_note)
+    for i, record in enumerate(records):
+        where = f" shard {i}:" if len(records) > 1 else ""
+        typer.echo(f"{index}:{where} {record['num_rows']:,} documents in Milvus collection {record['collection']!r} "
+                   f"at {record['uri']}")
 
 
 @index_app.command("verify")
@@ -214,14 +228,15 @@ def search(index: Annotated[Path, typer.Argument(help="index folder")],
            k: Annotated[int, typer.Option("-k", min=1, max=100_000, help="hits to return")] = 10,
            mode: ModeOpt = DEFAULT.mode, prf: PrfOpt = DEFAULT.prf, fusion: FusionOpt = DEFAULT.fusion,
            alpha: AlphaOpt = DEFAULT.alpha, prf_placement: PlacementOpt = DEFAULT.prf_placement,
+           fuse_in: FuseInOpt = DEFAULT.fuse_in, drop_ratio: DropRatio = 0.0,
            as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """Search an index folder with the model(s) it was built with."""
     from lsr.encoders.provider import open_service
 
     if not query.strip():
         raise LsrError("empty query")
-    ranking = _ranking(mode, prf, fusion, alpha, prf_placement)
-    service = open_service(index)
+    ranking = _ranking(mode, prf, fusion, alpha, prf_placement, fuse_in)
+    service = open_service(index, drop_ratio=drop_ratio)
     hits = service.search(query=query, k=k, ranking=ranking)
     if as_json:
         typer.echo(json.dumps([{"doc_id": h.doc_id, "score": h.score} for h in hits]))
@@ -238,7 +253,10 @@ def serve(index: Annotated[Path, typer.Argument(help="index folder")],
           port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 8000,
           engine: Annotated[Optional[EngineName], typer.Option("--engine", help="local: shards searched in threads "
                                                                "here; ray: on Ray actors [env LSR_ENGINE]")] = None,
-          ray_address: RayAddress = None) -> None:
+          ray_address: RayAddress = None,
+          drop_ratio: Annotated[Optional[float], typer.Option(
+              "--drop-ratio", min=0.0, max=0.99, help="Milvus backend: approximate sparse search (Milvus's "
+              "drop_ratio_search) [env LSR_DROP_RATIO, 0: exact]")] = None) -> None:
     """Serve the REST API and the search page over an index folder, plain or sharded (settings from LSR_*
     variables: timeouts, connection cap, API key; see the README's Operations section)."""
     from pydantic import ValidationError
@@ -248,12 +266,12 @@ def serve(index: Annotated[Path, typer.Argument(help="index folder")],
     from lsr.encoders.provider import open_service
 
     try:
-        given = {"engine": engine.value} if engine else {}
-        settings = Settings(index_dir=index, **given, **({"ray_address": ray_address} if ray_address else {}))
+        given = {k: v for k, v in (("engine", engine.value if engine else None), ("ray_address", ray_address),
+                                    ("drop_ratio", drop_ratio)) if v is not None}
+        settings = Settings(index_dir=index, **given)
     except ValidationError as e:
         raise LsrError("; ".join(err["msg"].removeprefix("Value error, ") for err in e.errors())) from None
-    service = open_service(index, verify_checksums=settings.verify_checksums, dense_backend=settings.dense_backend,
-                           engine=settings.engine, ray_address=settings.ray_address)
+    service = open_service(index, **settings.service_options())
     if settings.warm_up:
         service.warm_up()
     run(settings, host=host, port=port, service=service)
@@ -263,6 +281,7 @@ def serve(index: Annotated[Path, typer.Argument(help="index folder")],
 def eval_(dataset: Dataset, model: Model, split: Split = "test", limit: Limit = None, dense: DenseModel = None,
           mode: ModeOpt = DEFAULT.mode, prf: PrfOpt = DEFAULT.prf, fusion: FusionOpt = DEFAULT.fusion,
           alpha: AlphaOpt = DEFAULT.alpha, prf_placement: PlacementOpt = DEFAULT.prf_placement,
+          fuse_in: FuseInOpt = DEFAULT.fuse_in, drop_ratio: DropRatio = 0.0,
           depth: Annotated[int, typer.Option("--depth", min=1, max=100_000, help="hits ranked per query "
                                              "(the run's depth)")] = DEFAULT.depth,
           index: Annotated[Optional[Path], typer.Option("--index", help="reuse or keep the index here")] = None,
@@ -270,17 +289,19 @@ def eval_(dataset: Dataset, model: Model, split: Split = "test", limit: Limit = 
           run_out: Annotated[Optional[Path], typer.Option("--run", help="write the TREC run file")] = None,
           bits: Bits = BitsChoice.b8, max_length: ModelMaxLength = None, batch_size: BatchSize = 32, head: Head = HeadName.auto,
           backend: BackendOpt = SearchBackend.lsr, milvus_uri: MilvusUri = None, data_dir: DataDir = None) -> None:
-    """Evaluate a model on a BEIR split through the search service: nDCG@10, R@100, RR@10 and efficiency."""
+    """Evaluate a model on a BEIR split through the search service: nDCG@10, R@100, RR@10 and efficiency (with
+    --drop-ratio, also recall@10 against the exact ranking)."""
     from lsr.eval.beir import load_beir
     from lsr.eval.pipeline import evaluate
     from lsr.eval.report import print_report
     from lsr.index import write_trec_run
 
-    ranking = _ranking(mode, prf, fusion, alpha, prf_placement)
+    ranking = _ranking(mode, prf, fusion, alpha, prf_placement, fuse_in)
     _check_milvus_options(backend.value, milvus_uri, None)
     ds = load_beir(dataset, split, data_dir, limit)
     report = evaluate(ds, model, _options(max_length, batch_size, head), index_dir=index, bits=int(bits.value),
-                      dense=dense, ranking=ranking, depth=depth, backend=backend.value, milvus_uri=milvus_uri)
+                      dense=dense, ranking=ranking, depth=depth, backend=backend.value, milvus_uri=milvus_uri,
+                      drop_ratio=drop_ratio)
     print_report(report)
     if json_out:
         from lsr.index.files import atomic_write

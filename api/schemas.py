@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints, field_validator
 
-from lsr.index import Fusion, Mode, PrfPlacement, Ranking
+from lsr.index import FuseIn, Fusion, Mode, PrfPlacement, Ranking
 
 MAX_QUERY_CHARS = 1000
 MAX_K = 1000
@@ -31,10 +31,12 @@ class SearchRequest(BaseModel):
     prf: StrictBool = Field(DEFAULT.prf, description="pseudo-relevance feedback (Rocchio / Vector-PRF)")
     prf_placement: PrfPlacement = Field(DEFAULT.prf_placement, description="hybrid: interpolate before, after or "
                                         "both before and after PRF")
+    fuse_in: FuseIn = Field(DEFAULT.fuse_in, description="hybrid: fuse in lsr, or in the index's backend (Milvus's "
+                            "hybrid search)")
 
     def ranking(self) -> Ranking:
         return DEFAULT.with_(mode=self.mode, fusion=self.fusion, alpha=self.alpha, prf=self.prf,
-                             prf_placement=self.prf_placement)
+                             prf_placement=self.prf_placement, fuse_in=self.fuse_in)
 
     @field_validator("query")
     @classmethod
@@ -86,6 +88,8 @@ class StatsOut(BaseModel):
     backend: str = Field(description="sparse search backend: lsr (ours) or lucene (Lucene impact search)")
     shards: int = Field(description="index shards searched (1: a plain index folder)")
     engine: str = Field(description="where the shards are searched: local (threads here) or ray (Ray actors)")
+    drop_ratio: float = Field(description="Milvus backend: share of the smallest query weights its approximate "
+                              "sparse search ignores (0: exact)")
 
 
 class HealthOut(BaseModel):

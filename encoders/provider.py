@@ -39,9 +39,7 @@ class ModelProvider:
         return load_dense_encoder(info["model"], max_length=info.get("max_length"), batch_size=1)
 
 
-def open_service(index_dir: str | Path, *, verify_checksums: bool = True, dense_backend: str = "auto",
-                 head: str = "auto", engine: str = "local", ray_address: str | None = None) -> SearchService:
+def open_service(index_dir: str | Path, *, head: str = "auto", **options: Any) -> SearchService:
     """The search service over an index folder (plain or sharded), with the encoders of the models it records;
-    `engine="ray"` places a sharded folder's shards on Ray actors."""
-    return SearchService(index_dir, encoders=ModelProvider(head=head), verify_checksums=verify_checksums,
-                         dense_backend=dense_backend, engine=engine, ray_address=ray_address)
+    `options` are SearchService's (verify_checksums, dense_backend, engine, ray_address, drop_ratio)."""
+    return SearchService(index_dir, encoders=ModelProvider(head=head), **options)

@@ -112,10 +112,12 @@ def build_index(dataset: BeirDataset, model: str, out: str | Path, options: Enco
                 dense: str | None = None, bits: int = 8, overwrite: bool = False, backend: str = "lsr",
                 encoder=None, documents: bool = True, shards: int = 1, log: Log | None = None,
                 milvus_uri: str | None = None, collection: str | None = None,
-                quantization: Quantization | None = None) -> dict[str, float]:
+                milvus_index: str = "SPARSE_INVERTED_INDEX", quantization: Quantization | None = None
+                ) -> dict[str, float]:
     """`lsr index build`: the sparse index, the documents' text, a dense store if `dense` names a model, and a
     Lucene index for the `lucene` backend or a Milvus collection for `milvus` (at `milvus_uri`, default a
-    Milvus Lite file in the folder; the dense vectors go into it too), all in one folder that appears whole or
+    Milvus Lite file in the folder; the dense vectors go into it too; `milvus_index` its sparse index), all in
+    one folder that appears whole or
     not at all; with `shards` > 1, a sharded folder of that many (lsr backend); `quantization` fixes the scale
     (`quantization_of` an index this one is to be merged with). Names and the target are checked
     before any model loads; `encoder` (an already loaded sparse encoder) skips loading; `documents=False` leaves
@@ -144,7 +146,8 @@ def build_index(dataset: BeirDataset, model: str, out: str | Path, options: Enco
     if backend == "milvus":
         from lsr.index.milvus import milvus_part
 
-        parts.append(milvus_part(milvus_uri, collection, dense=vectors, progress=options.show_progress))
+        parts.append(milvus_part(milvus_uri, collection, dense=vectors, sparse_index=milvus_index,
+                                 progress=options.show_progress))
     if documents:
         parts.append(documents_part(_documents(dataset)))
     info = {"model": model_reference(model), "max_length": encoder.max_length, "dataset": dataset.name,
@@ -234,6 +237,22 @@ def open_or_build_index(dataset: BeirDataset, model: str, encoder, path: Path, o
     return figures
 
 
+def _recall_vs_exact(run: Run, path: Path, dataset: BeirDataset, ranking: Ranking, encoder, dense_encoder,
+                     k: int = 10) -> float:
+    """Mean over the queries of |approximate top k ∩ exact top k| / |exact top k| (queries with no exact hit
+    left out): the exact ranking is the same service opened without a drop ratio."""
+    exact = SearchService(path, sparse_encoder=encoder, dense_encoder=dense_encoder)
+    try:
+        recalls = []
+        for qid, text in dataset.queries.items():
+            want = {h.doc_id for h in exact.rank(query=text, k=k, ranking=ranking).hits}
+            if want:
+                recalls.append(len(want & {h.doc_id for h in run[qid][:k]}) / len(want))
+    finally:
+        exact.close()
+    return float(np.mean(recalls)) if recalls else 1.0
+
+
 def evaluate_bm25(dataset: BeirDataset, index_dir: str | Path | None = None, depth: int = 100) -> EvalReport:
     from .bm25 import BM25Searcher, build_bm25_index
 
@@ -260,17 +279,19 @@ def evaluate_bm25(dataset: BeirDataset, index_dir: str | Path | None = None, dep
 
 def evaluate(dataset: BeirDataset, model: str, options: EncoderOptions, index_dir: str | Path | None = None,
              bits: int = 8, *, dense: str | None = None, ranking: Ranking | None = None, depth: int | None = None,
-             backend: str = "lsr", milvus_uri: str | None = None) -> EvalReport:
+             backend: str = "lsr", milvus_uri: str | None = None, drop_ratio: float = 0.0) -> EvalReport:
     """Rank every judged query through the search service, one at a time as a user's request would come, to
     `depth` (default: the ranking's fusion depth, 100), and score the run. The index lives in `index_dir`
-    (reused when it holds this model's index of this corpus) or in a temporary folder."""
+    (reused when it holds this model's index of this corpus) or in a temporary folder. `drop_ratio` > 0
+    (Milvus's approximate sparse search) also ranks every query exactly and reports the recall@10 of the
+    approximate top 10 against the exact one."""
     ranking = ranking or Ranking()
     depth = depth or ranking.depth
     if depth <= 0:
         raise LsrError(f"depth must be positive, got {depth}")
     kind = resolve_model(model).kind
     if kind == "bm25":
-        if dense or ranking != Ranking(depth=ranking.depth) or backend != "lsr":
+        if dense or ranking != Ranking(depth=ranking.depth) or backend != "lsr" or drop_ratio:
             raise LsrError("bm25 runs alone: --dense, --mode, --prf and --backend need a SPLADE --model")
         return evaluate_bm25(dataset, index_dir, depth)
     if ranking.mode != Mode.sparse:
@@ -285,7 +306,7 @@ def evaluate(dataset: BeirDataset, model: str, options: EncoderOptions, index_di
         if dense:
             dense_encoder = load_dense_encoder(dense, max_length=dense_info(path).get("max_length"),
                                                batch_size=options.batch_size)
-        service = SearchService(path, sparse_encoder=encoder, dense_encoder=dense_encoder)
+        service = SearchService(path, sparse_encoder=encoder, dense_encoder=dense_encoder, drop_ratio=drop_ratio)
         try:  # a Milvus-backed folder holds a connection (and a Milvus Lite server): given back at the end
             service.rank(query="warm up", k=depth, ranking=ranking)  # first-call costs out of timing
             run: Run = {}
@@ -301,10 +322,12 @@ def evaluate(dataset: BeirDataset, model: str, options: EncoderOptions, index_di
                     vectors.append(ranked.sparse_query)
         finally:
             service.close()
+        if drop_ratio:
+            efficiency["recall@10_vs_exact"] = _recall_vs_exact(run, path, dataset, ranking, encoder, dense_encoder)
         index = service.index
         efficiency.update({
             "backend": backend, **{k: v for k, v in ranking.to_json().items() if k != "depth"},
-            "fusion_depth": ranking.depth, "dense_model": dense, "depth": depth,
+            "fusion_depth": ranking.depth, "dense_model": dense, "depth": depth, "drop_ratio": drop_ratio,
             "index_bytes": index.size_bytes(), "shards": index.num_shards,
             "avg_doc_nnz": float(index.meta["num_postings"]) / index.num_docs,
             "query_encode_ms": percentiles(encode_ms), "search_ms": percentiles(search_ms),

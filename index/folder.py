@@ -254,8 +254,8 @@ def export_to_milvus(index_dir: str | Path, *, uri: str | None = None, collectio
         sharded = json.loads((path / "meta.json").read_text(encoding="utf-8")).get("format") == "lsr-sharded-index"
     except (OSError, ValueError, AttributeError):
         sharded = False
-    if sharded:  # pragma: no cover - sharded folders come with the sharded search service
-        raise LsrError(f"{path} is a sharded index; `lsr export milvus` takes one shard folder at a time for now")
+    if sharded:
+        raise LsrError(f"{path} is a sharded index: export it with shards.export_any_to_milvus (`lsr export milvus`)")
     reader = IndexReader(path)
     if reader.info.get("backend", "lsr") == "milvus":
         raise LsrError(f"{path} already ranks through Milvus ({milvus_record(reader)['collection']!r})")

@@ -198,15 +198,19 @@ def index_backend(reader: IndexReader) -> str:
     return backend
 
 
-def open_searcher(reader: IndexReader, folder: str | Path) -> SparseSearcher:
-    """The searcher the index folder was built for: ours, Lucene impact search or Milvus."""
+def open_searcher(reader: IndexReader, folder: str | Path, *, drop_ratio: float = 0.0) -> SparseSearcher:
+    """The searcher the index folder was built for: ours, Lucene impact search or Milvus (`drop_ratio` > 0:
+    Milvus's approximate search, which ignores that share of the smallest query weights)."""
     backend = index_backend(reader)
-    if backend == "lucene":
-        return LuceneImpactBackend(reader, folder)
     if backend == "milvus":
         from .milvus import MilvusSparseSearcher
 
-        return MilvusSparseSearcher(reader, folder)
+        return MilvusSparseSearcher(reader, folder, drop_ratio=drop_ratio)
+    if drop_ratio:
+        raise LsrError(f"{folder}: a drop ratio is Milvus's approximate search; this index ranks through the "
+                       f"{backend} backend")
+    if backend == "lucene":
+        return LuceneImpactBackend(reader, folder)
     return Searcher(reader)
 
 

@@ -51,6 +51,7 @@ import numpy as np
 from .dense import DenseStore
 from .errors import EngineUnavailable, IndexFormatError, LsrError
 from .files import failpoint
+from .fusion import RRF_K
 from .hits import ranking_order
 from .search import HitsFromVectors
 from .sparse import SparseBatch
@@ -333,23 +334,26 @@ class MilvusPart:
         return out
 
     def discard(self) -> None:
-        if self._made is None:
-            return
-        target, name = self._made
-        self._made = None
-        try:
-            client = connect(target)
-        except LsrError:
-            return
-        try:
-            client.drop_collection(name)
-        except Exception:
-            pass
-        finally:
-            release(target)
+        if self._made is not None:
+            drop_collection(*self._made)
+            self._made = None
 
 
 milvus_part = MilvusPart
+
+
+def drop_collection(uri: str, name: str) -> None:
+    """Drop a collection a failed build made (best effort: an unreachable Milvus keeps an orphan no folder names)."""
+    try:
+        client = connect(uri)
+    except LsrError:
+        return
+    try:
+        client.drop_collection(name)
+    except Exception:
+        pass
+    finally:
+        release(uri)
 
 
 def _inside(folder: Path, path: str) -> bool:
@@ -481,6 +485,41 @@ class MilvusSparseSearcher(HitsFromVectors):
             for i, result in zip(chunk, results):
                 out[i] = _ranked(result, k_eff, self._scale)
         return out
+
+    def hybrid(self, terms: np.ndarray, weights: np.ndarray, vector: np.ndarray, k: int, fusion: str,
+               alpha: float) -> tuple[np.ndarray, np.ndarray]:
+        """(doc_idx, fused score) of the top k, and up to TIE_MARGIN more (the caller cuts ties at the k-th
+        score its own way), by Milvus's own hybrid search over the collection's sparse and dense fields, each
+        searched to k: `RRFRanker(RRF_K)` for fusion "rrf" (our RRF's scores), and
+        for "linear" `WeightedRanker(alpha, 1 - alpha)`, which Milvus normalises by 0.5 + arctan(score) / pi
+        for inner products (not our min-max: its scores and rankings differ from ours). The sparse query goes
+        with 1/scale folded in, so Milvus sees scores on our scale."""
+        from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
+
+        if not self.collection.record.get("dense_field"):
+            raise LsrError(f"the Milvus collection {self.collection.name!r} holds no dense vectors (rebuild the "
+                           "index with --dense)")
+        k_eff, limit = self._limit(k)
+        query = {t: w / self._scale for t, w in self._query(terms, weights).items()}
+        dense = np.asarray(vector, dtype=np.float32).ravel()
+        if not np.all(np.isfinite(dense)):
+            raise LsrError("the dense query vector must be finite")
+        # each list to k, as our fusion takes them; the fused list to k and a margin, ties cut as ours
+        requests = [AnnSearchRequest(data=[dense.tolist()], anns_field=DENSE, param={"metric_type": "IP"},
+                                     limit=k_eff)]
+        if query:  # an empty sparse vector contributes nothing (Milvus would take it without complaint)
+            requests.insert(0, AnnSearchRequest(data=[query], anns_field=SPARSE, limit=k_eff, param={
+                "metric_type": "IP", "params": {"drop_ratio_search": self.drop_ratio}}))
+        if fusion == "rrf":
+            ranker = RRFRanker(RRF_K)
+        else:
+            ranker = WeightedRanker(*((alpha, 1.0 - alpha) if query else (1.0 - alpha,)))
+        try:
+            result = self.collection.client.hybrid_search(self.collection.name, requests, ranker=ranker,
+                                                          limit=limit, timeout=_timeout())
+        except Exception as e:
+            raise unavailable(self.collection.uri, e) from None
+        return _ranked(result[0], limit, 1.0)
 
     def size_bytes(self) -> int:
         """Our index files and, for a Milvus Lite file, its folder."""

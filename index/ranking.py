@@ -5,6 +5,8 @@ reused by the REST schemas, the CLI options and evaluation, so each default live
   hybrid (both lists, each to `depth`, fused).
 - `fusion`: linear (min-max interpolation, `alpha * sparse + (1 - alpha) * dense`, a missing document given
   that list's minimum) or rrf. `alpha` 0.5 was chosen on nfcorpus dev.
+- `fuse_in`: lsr (ours, above) or backend: the index's engine fuses (Milvus's hybrid search: its RRF scores
+  are ours, its linear fusion normalises by arctan rather than min-max; milvus.py).
 - `prf`: pseudo-relevance feedback (Rocchio on the sparse query vector in sparse mode, Vector-PRF on the dense
   one in dense and hybrid mode) from the top `prf_depth` documents, `q' = prf_query_weight * q +
   prf_feedback_weight * mean(feedback)`, placed before, after or both before and after fusion ("To Interpolate
@@ -31,6 +33,11 @@ class Fusion(str, Enum):
     rrf = "rrf"
 
 
+class FuseIn(str, Enum):
+    lsr = "lsr"
+    backend = "backend"
+
+
 class PrfPlacement(str, Enum):
     before = "before"
     after = "after"
@@ -39,6 +46,7 @@ class PrfPlacement(str, Enum):
 
 MODES = tuple(m.value for m in Mode)
 FUSIONS = tuple(f.value for f in Fusion)
+FUSE_IN = tuple(f.value for f in FuseIn)
 PRF_PLACEMENTS = tuple(p.value for p in PrfPlacement)
 
 
@@ -48,6 +56,7 @@ class Ranking:
     fusion: Fusion = Fusion.linear
     alpha: float = 0.5          # linear fusion: weight of the sparse list (chosen on nfcorpus dev)
     depth: int = 100            # each list's depth before fusion (DESIGN.md: min-max hybrid over the top 100)
+    fuse_in: FuseIn = FuseIn.lsr
     prf: bool = False
     prf_placement: PrfPlacement = PrfPlacement.both
     prf_depth: int = 5          # feedback documents (pyserini's Rocchio setting)
@@ -55,7 +64,7 @@ class Ranking:
     prf_feedback_weight: float = 0.6
 
     def __post_init__(self) -> None:
-        for name, kind in (("mode", Mode), ("fusion", Fusion), ("prf_placement", PrfPlacement)):
+        for name, kind in (("mode", Mode), ("fusion", Fusion), ("fuse_in", FuseIn), ("prf_placement", PrfPlacement)):
             value = getattr(self, name)
             try:
                 object.__setattr__(self, name, kind(value.value if isinstance(value, Enum) else value))

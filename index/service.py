@@ -11,7 +11,8 @@ needs no torch.
 Ranking (`Ranking` says how; see ranking.py):
 - sparse: SPLADE query vector -> exact top-k over the impact index (or Lucene's).
 - dense: dense query vector -> exact inner-product top-k over the dense store.
-- hybrid: both lists to `max(k, depth)`, fused by min-max interpolation or RRF.
+- hybrid: both lists to `max(k, depth)`, fused by min-max interpolation or RRF, here or, with `fuse_in`
+  backend, by Milvus's hybrid search.
 - prf: Rocchio on the sparse query vector (mode sparse), Vector-PRF on the dense one (modes dense and hybrid).
   In hybrid mode the placement follows "To Interpolate or not to Interpolate" (SIGIR 2022), where Vector-PRF
   runs on the dense side:
@@ -32,10 +33,10 @@ import numpy as np
 from .documents import DocumentNotFound, StoredDocument
 from .errors import LsrError
 from .fusion import interpolate_hits, rrf_hits
-from .hits import Hit
+from .hits import Hit, ranked_hits
 from .prf import rocchio_sparse, vector_prf
 from .protocols import DenseQueryEncoder, EncoderProvider, QueryEncoder
-from .ranking import Fusion, Mode, PrfPlacement, Ranking
+from .ranking import FuseIn, Fusion, Mode, PrfPlacement, Ranking
 from .shards import open_shards
 from .sparse import SparseBatch
 
@@ -53,15 +54,17 @@ class SearchService:
     """Owns one index folder (plain or sharded) and its encoders; every method is keyword-only and thread-safe.
 
     `engine="ray"` places a sharded folder's shards on Ray actors (`ray_address`: a running cluster, else a
-    local Ray); "local" searches the shards in parallel threads of this process."""
+    local Ray); "local" searches the shards in parallel threads of this process. `drop_ratio` > 0: Milvus's
+    approximate sparse search (a Milvus-backed folder only)."""
 
     def __init__(self, index_dir: str | Path, *, encoders: EncoderProvider | None = None,
                  sparse_encoder: QueryEncoder | None = None, dense_encoder: DenseQueryEncoder | None = None,
                  verify_checksums: bool = True, dense_backend: str = "auto", engine: str = "local",
-                 ray_address: str | None = None) -> None:
+                 ray_address: str | None = None, drop_ratio: float = 0.0) -> None:
         self.path = Path(index_dir)
         self.index = open_shards(self.path, verify_checksums=verify_checksums, dense_backend=dense_backend,
-                                 engine=engine, ray_address=ray_address)
+                                 engine=engine, ray_address=ray_address, drop_ratio=drop_ratio)
+        self.drop_ratio = drop_ratio
         info = self.index.info
         self.sparse_model = info.get("model")
         if sparse_encoder is None:
@@ -108,6 +111,7 @@ class SearchService:
             "backend": self.index.info.get("backend", "lsr"),
             "shards": self.index.num_shards,
             "engine": self.index.engine,
+            "drop_ratio": self.drop_ratio,
             "modes": list(self.modes),
             "dataset": self.index.info.get("dataset"),
         }
@@ -155,17 +159,28 @@ class SearchService:
             return out
 
         depth = max(k, r.depth)
-        out.sparse_query = self._encode_sparse(query, out)
-        sparse_hits = self._sparse(out.sparse_query, depth, out)
-        dense_hits = self._dense(qd, depth, out)
-        fused = self._fuse(sparse_hits, dense_hits, r, depth)
+        q = out.sparse_query = self._encode_sparse(query, out)
+        in_backend = r.fuse_in == FuseIn.backend
+        sparse_hits = [] if in_backend else self._sparse(q, depth, out)
+
+        def fused(vector: np.ndarray, dense_hits: list[Hit] | None = None) -> list[Hit]:
+            """The sparse list and the dense one of `vector`, each to depth, fused."""
+            if in_backend:
+                return self._backend_hybrid(q, vector, r, depth, out)
+            return self._fuse(sparse_hits, self._dense(vector, depth, out) if dense_hits is None else dense_hits,
+                              r, depth)
+
+        dense_hits = None if in_backend else self._dense(qd, depth, out)
+        first = fused(qd, dense_hits)
         if not r.prf:
-            out.hits = fused[:k]
+            out.hits = first[:k]
             return out
-        feedback = dense_hits if r.prf_placement == PrfPlacement.after else fused
-        dense_prf = self._dense(self._vector_prf(qd, feedback[:r.prf_depth], r), depth, out)
-        out.hits = dense_prf[:k] if r.prf_placement == PrfPlacement.before else self._fuse(sparse_hits, dense_prf,
-                                                                                            r, k)
+        if r.prf_placement == PrfPlacement.after:
+            feedback = self._dense(qd, depth, out) if dense_hits is None else dense_hits
+        else:
+            feedback = first
+        qd_prf = self._vector_prf(qd, feedback[:r.prf_depth], r)
+        out.hits = (self._dense(qd_prf, depth, out) if r.prf_placement == PrfPlacement.before else fused(qd_prf))[:k]
         return out
 
     # Encoders run one query at a time: Hugging Face fast tokenizers are not safe to call from several threads
@@ -196,6 +211,13 @@ class SearchService:
             raise LsrError(f"search takes one query vector, got {len(query)}")
         t0 = time.perf_counter()
         hits = self._hits(*self.index.sparse(*query.row(0), k))
+        out.search_ms += (time.perf_counter() - t0) * 1e3
+        return hits
+
+    def _backend_hybrid(self, query: SparseBatch, vector: np.ndarray, r: Ranking, k: int, out: Ranked) -> list[Hit]:
+        t0 = time.perf_counter()
+        # ranked as our fusion ranks (ties by doc_id), then cut
+        hits = ranked_hits(self._hits(*self.index.hybrid(*query.row(0), vector, k, r.fusion.value, r.alpha)))[:k]
         out.search_ms += (time.perf_counter() - t0) * 1e3
         return hits
 

@@ -10,6 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .dense import DenseStore, has_dense_store
+from .errors import LsrError
 from .lucene import open_dense_store, open_searcher
 from .storage import IndexReader
 
@@ -24,10 +25,11 @@ class LocalShard:
     """One index folder opened in this process: sparse and dense top k, feedback rows, dense rows."""
 
     def __init__(self, path: str | Path, *, verify_checksums: bool = True, dense_backend: str = "auto",
-                 reader: IndexReader | None = None) -> None:
+                 reader: IndexReader | None = None, drop_ratio: float = 0.0) -> None:
         self.path = Path(path)
         self.reader = reader or IndexReader(self.path, verify_checksums=verify_checksums)
-        self.searcher = open_searcher(self.reader, self.path)  # ours, Lucene or Milvus, per the folder's backend
+        # ours, Lucene or Milvus, per the folder's backend
+        self.searcher = open_searcher(self.reader, self.path, drop_ratio=drop_ratio)
         self.dense: DenseStore | None = None
         if has_dense_store(self.path):
             self.dense = open_dense_store(self.reader, self.path, backend=dense_backend,  # Milvus's for milvus
@@ -43,6 +45,14 @@ class LocalShard:
     def dense_search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         assert self.dense is not None
         return self.dense.search_vector(vector, k=k)
+
+    def hybrid(self, terms: np.ndarray, weights: np.ndarray, vector: np.ndarray, fusion: str, alpha: float,
+               k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The fused top k, fused by the backend itself (Milvus's hybrid search)."""
+        if not hasattr(self.searcher, "hybrid"):
+            raise LsrError(f"{self.path}: fusion in the backend needs the Milvus backend; this index ranks "
+                           f"through {self.reader.info.get('backend', 'lsr')} (fuse in lsr)")
+        return self.searcher.hybrid(terms, weights, vector, k, fusion, alpha)
 
     def feedback_rows(self, rows: np.ndarray) -> sp.csr_matrix:
         """Documents x terms float32 weights (impacts / scale) of local rows, built on first use."""

@@ -206,6 +206,15 @@ class ShardSet:
     def dense(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return self._top_k("dense_search", k, vector)
 
+    def hybrid(self, terms: np.ndarray, weights: np.ndarray, vector: np.ndarray, k: int, fusion: str,
+               alpha: float) -> tuple[np.ndarray, np.ndarray]:
+        """The fused top k, fused in the backend (Milvus's hybrid search) over one shard: fused scores of
+        different collections do not merge into one ranking."""
+        if self.num_shards != 1:
+            raise LsrError(f"{self.path}: fusion in the backend runs over one collection; this index has "
+                           f"{self.num_shards} shards (fuse in lsr)")
+        return self._top_k("hybrid", k, terms, weights, vector, fusion, alpha)
+
     def _gather(self, method: str, rows: np.ndarray) -> list[Any]:
         """Per shard holding some of `rows` (global), `method(local rows)`; with the positions they fill."""
         rows = np.asarray(rows, dtype=np.int64)
@@ -251,15 +260,18 @@ def _plain_meta(reader: IndexReader) -> dict[str, Any]:
 
 
 def open_shards(path: str | Path, *, verify_checksums: bool = True, dense_backend: str = "auto",
-                threads: int | None = None, engine: str = "local", ray_address: str | None = None) -> ShardSet:
+                threads: int | None = None, engine: str = "local", ray_address: str | None = None,
+                drop_ratio: float = 0.0) -> ShardSet:
     """An index folder, plain or sharded, opened for search. `engine="ray"` places the shards on Ray actors
-    (this process keeps the doc ids and documents); "local" searches them in parallel threads."""
+    (this process keeps the doc ids and documents); "local" searches them in parallel threads. `drop_ratio`:
+    Milvus's approximate sparse search (`open_searcher`)."""
     path = Path(path)
     if not is_sharded_index(path):
         if engine == "ray":
             raise LsrError(f"{path}: --engine ray serves a sharded index (build one with --shards N, or "
                            "`lsr index merge OUT DIR --shards N`)")
-        shard = LocalShard(path, verify_checksums=verify_checksums, dense_backend=dense_backend)
+        shard = LocalShard(path, verify_checksums=verify_checksums, dense_backend=dense_backend,
+                           drop_ratio=drop_ratio)
         r = shard.reader
         return ShardSet(path, _plain_meta(r), [shard], [0], r.doc_ids, read_documents(path, r.doc_ids),
                         shard.dense.info if shard.dense else None, shard.dense.dim if shard.dense else None,
@@ -301,11 +313,12 @@ def open_shards(path: str | Path, *, verify_checksums: bool = True, dense_backen
         from .ray_shards import ray_handles
 
         handles = ray_handles([path / r.name for r in records], address=ray_address, dense_backend=dense_backend,
-                              verify_checksums=verify_checksums)
+                              verify_checksums=verify_checksums, drop_ratio=drop_ratio)
         backend = "ray"
     else:
         handles = [LocalShard(path / r.name, reader=rd, dense_backend=dense_backend,
-                              verify_checksums=verify_checksums) for r, rd in zip(records, readers)]
+                              verify_checksums=verify_checksums, drop_ratio=drop_ratio)
+                   for r, rd in zip(records, readers)]
         pool = ThreadPoolExecutor(max_workers=threads or min(len(handles), os.cpu_count() or 1),
                                   thread_name_prefix="lsr-shard")
         for h in handles:
@@ -486,6 +499,47 @@ def _reshard(writer: ShardedWriter, sources: list[Path], readers: list[IndexRead
             parts.append(documents_part(texts[start:end]))
         writer.write_shard(i, docs.select(np.arange(start, end)), doc_ids[start:end],
                            vocab_size=readers[0].vocab_size, quantization=quant, info=readers[0].info, parts=parts)
+
+
+def export_any_to_milvus(path: str | Path, *, uri: str | None = None, collection: str | None = None,
+                         log: Log | None = None, **options: Any) -> list[dict[str, Any]]:
+    """`lsr export milvus` of a plain or a sharded folder (`folder.export_to_milvus` per shard; `options` are
+    its batch_size, sparse_index, progress). A sharded folder is staged whole (hard links), every staged shard
+    exported into a collection of its own (by default a Milvus Lite file inside each shard; on a server,
+    COLLECTION_sNNNNN with a build-unique suffix), the manifest rewritten over the new shard metas, checked, and
+    published in one rename: a failure leaves the folder as it was and drops the collections made on a server.
+    Returns each shard's recorded `info.milvus`."""
+    from .folder import export_to_milvus
+    from .milvus import DEFAULT_COLLECTION, drop_collection, is_local, resolve_uri
+
+    path = Path(path)
+    if not is_sharded_index(path):
+        return [export_to_milvus(path, uri=uri, collection=collection, log=log, **options)]
+    meta, records = read_manifest(path)
+    if meta["info"].get("backend", "lsr") != "lsr":
+        raise LsrError(f"{path} already ranks through {meta['info']['backend']}")
+    stage = StagedFolder(path, replace=is_sharded_index, log=log)
+    made: list[dict[str, Any]] = []
+    try:
+        _link_tree(path, stage.path)
+        for i, r in enumerate(records):
+            name = collection or DEFAULT_COLLECTION
+            shard_collection = name if uri is None else f"{name}_s{i:05d}"
+            made.append(export_to_milvus(stage.path / r.name, uri=uri, collection=shard_collection, log=log,
+                                         **options))
+            failpoint("shard-exported")
+        info = {k: v for k, v in meta["info"].items() if k not in ("model", "backend", "shards")}
+        (stage.path / META).unlink()
+        write_manifest(stage.path, info)
+        open_shards(stage.path).close()  # every shard's collection and the new manifest, checked
+        stage.publish()
+    except BaseException:
+        stage.discard()  # Milvus Lite files inside the shards go with it; collections on a server are dropped
+        for record in made:
+            if not is_local(record["uri"]):
+                drop_collection(resolve_uri(path, record["uri"]), record["collection"])
+        raise
+    return made
 
 
 def verify_any(path: str | Path) -> dict[str, Any]:
