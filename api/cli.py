@@ -351,7 +351,7 @@ def _values(chosen):
 
 HeadBackend = _choice("HeadBackend", bench_head_lib.HEAD_BACKENDS)
 DType = _choice("DType", bench_head_lib.DTYPES)
-QueryEngine = _choice("QueryEngine", bench_query_lib.ENGINE_NAMES)
+QueryEngine = _choice("QueryEngine", bench_query_lib.ENGINE_CHOICES)
 ServeMode = _choice("ServeMode", bench_serve_lib.MODES)
 BenchDType = Annotated[Optional[DType], typer.Option("--dtype", help="[float32 on CPU, bfloat16 on CUDA]")]
 BenchHeads = Annotated[Optional[list[HeadBackend]], typer.Option(

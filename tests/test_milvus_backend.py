@@ -331,6 +331,15 @@ def test_api_with_concurrent_clients(service, scifact):
         assert errors == []
         stats = client.get("/stats").json()
         assert stats["backend"] == "milvus" and stats["num_docs"] == len(scifact[0].corpus)
+        assert stats["drop_ratio"] == 0.0
+        # Milvus's own fusion through both routes; a fuse_in that does not exist is a 422
+        body = {"query": texts[0], "k": 5, "mode": "hybrid", "fusion": "rrf", "fuse_in": "backend"}
+        posted = client.post("/search", json=body)
+        got = client.get("/search", params={"q": texts[0], "k": 5, "mode": "hybrid", "fusion": "rrf",
+                                             "fuse_in": "backend"})
+        assert posted.status_code == got.status_code == 200 and posted.json()["hits"] == got.json()["hits"]
+        assert len(got.json()["hits"]) == 5
+        assert client.post("/search", json={**body, "fuse_in": "milvus"}).status_code == 422
 
 
 def _small_index(path: Path, rng, uri=None, n=60, vocab=50, dense=None, sparse_index="SPARSE_INVERTED_INDEX",
