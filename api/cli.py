@@ -137,7 +137,8 @@ def index_build(dataset: Dataset, model: Model, out: Annotated[Path, typer.Optio
 
     check_build(model, dense=dense, bits=int(bits.value), backend=backend.value)  # before the corpus and any model load
     if (engine == EngineName.ray or shards != 1) and backend != SearchBackend.lsr:
-        raise LsrError("--engine ray and --shards build the lsr backend only")
+        raise LsrError("--engine ray and --shards build the lsr backend only (for Milvus: `lsr export milvus` "
+                       "the sharded folder afterwards)")
     if engine != EngineName.ray and (workers != 2 or ray_address):
         raise LsrError("--workers and --ray-address need --engine ray")
     check_ray_build(workers, shards, max(shards, 1))

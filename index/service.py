@@ -77,8 +77,8 @@ class SearchService:
         if self.index.has_dense:
             assert self.index.dense_info is not None
             self.dense_model = self.index.dense_info.get("model")
-            if dense_encoder is None:
-                if encoders is None or not self.dense_model:
+            if dense_encoder is None and encoders is not None:  # encoders given one by one: sparse alone is
+                if not self.dense_model:                          # a choice (the dense modes stay off)
                     raise LsrError(f"{self.path}: no dense query encoder (the dense store records no model)")
                 dense_encoder = encoders.dense_query_encoder(self.index.dense_info)
             self.dense_encoder = dense_encoder
@@ -118,7 +118,7 @@ class SearchService:
 
     @property
     def modes(self) -> tuple[str, ...]:
-        return tuple(m.value for m in Mode) if self.index.has_dense else (Mode.sparse.value,)
+        return tuple(m.value for m in Mode) if self.dense_encoder is not None else (Mode.sparse.value,)
 
     def warm_up(self) -> None:
         """One query through every available mode, so first-call costs (lazy imports, JIT, thread pools)
@@ -139,6 +139,8 @@ class SearchService:
             raise LsrError("empty query")
         if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
             raise LsrError(f"k must be a positive integer, got {k!r}")
+        if r.mode != Mode.sparse and self.dense_encoder is None and self.index.has_dense:
+            raise LsrError(f"mode {r.mode.value!r}: this service was opened without a dense query encoder")
         if r.mode != Mode.sparse and not self.index.has_dense:
             raise LsrError(f"mode {r.mode.value!r} needs a dense store; this index has none (build it with "
                            "--dense MODEL)")

@@ -193,6 +193,20 @@ def test_dense_modes_on_a_sparse_only_index_are_400(tmp_path, data_dir, service)
     assert client.get(f"/documents/{hits[0]['doc_id']}").json()["text"] is None
 
 
+def test_a_service_given_a_sparse_encoder_alone_serves_sparse(index_dir, service):
+    """Encoders passed one by one (as `lsr eval` passes them): a folder with a dense store opened with the
+    sparse encoder only ranks sparse (as the full service does) and says so for the dense modes."""
+    assert service.index.has_dense and "hybrid" in service.modes
+    sparse = SearchService(index_dir, sparse_encoder=service.sparse_encoder)
+    try:
+        assert sparse.modes == ("sparse",)
+        assert sparse.search(query=QUERY, k=5) == service.search(query=QUERY, k=5)
+        with pytest.raises(LsrError, match="without a dense query encoder"):
+            sparse.search(query=QUERY, k=5, mode="hybrid")
+    finally:
+        sparse.close()
+
+
 # -- lifespan and building ---------------------------------------------------------------------------------
 def test_lifespan_loads_the_index_from_settings(index_dir, monkeypatch):
     monkeypatch.setenv("LSR_INDEX_DIR", str(index_dir))
