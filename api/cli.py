@@ -65,13 +65,25 @@ Shards = Annotated[int, typer.Option("--shards", help="split the index into N sh
                                      "ranges (a sharded folder, searched as one)")]
 RayAddress = Annotated[Optional[str], typer.Option("--ray-address", help="a running Ray cluster (ray://HOST:PORT or "
                                                    "HOST:PORT) [default: start a local Ray on 127.0.0.1]")]
+# where encoders (and `lsr train`) run: lsr.encoders.device resolves it before any model loads
+Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N [auto: CUDA if there is one]")]
 
 
-def _options(max_length: int | None, batch_size: int, head: HeadName):
+def _device(name: str | None) -> str | None:
+    """The --device name, checked here (bad names, CUDA where there is none: one line, exit 2)."""
+    if name is None:
+        return None
+    from lsr.encoders.device import resolve_device
+
+    resolve_device(name)
+    return name
+
+
+def _options(max_length: int | None, batch_size: int, head: HeadName, device: str = "auto"):
     from lsr.eval.pipeline import EncoderOptions
 
     return EncoderOptions(max_length=max_length, batch_size=batch_size, head=head.value,
-                          show_progress=sys.stderr.isatty())
+                          show_progress=sys.stderr.isatty(), device=_device(device))
 
 
 def _ranking(mode: Mode, prf: bool, fusion: Fusion, alpha: float, placement: PrfPlacement) -> Ranking:
@@ -87,13 +99,14 @@ def encode(dataset: Dataset, model: Model, out: Annotated[Path, typer.Option("--
            split: Split = "test", limit: Limit = None, queries: Annotated[bool, typer.Option(
                "--queries", help="encode the split's judged queries instead of the corpus")] = False,
            max_length: ModelMaxLength = None, batch_size: BatchSize = 32, head: Head = HeadName.auto,
-           data_dir: DataDir = None) -> None:
+           data_dir: DataDir = None, device: Device = "auto") -> None:
     """Encode corpus documents (file order) or queries into a scipy CSR float32 .npz."""
     from lsr.eval.beir import load_beir
     from lsr.eval.pipeline import load_sparse_encoder
 
+    options = _options(max_length, batch_size, head, device)
     ds = load_beir(dataset, split, data_dir, limit)
-    encoder = load_sparse_encoder(model, _options(max_length, batch_size, head))
+    encoder = load_sparse_encoder(model, options)
     if queries:
         vectors = encoder.encode_queries(list(ds.queries.values()))
     else:
@@ -108,7 +121,7 @@ def index_build(dataset: Dataset, model: Model, out: Annotated[Path, typer.Optio
                 dense: DenseModel = None, limit: Limit = None, bits: Bits = BitsChoice.b8, overwrite: Overwrite = False,
                 max_length: ModelMaxLength = None, batch_size: BatchSize = 32, head: Head = HeadName.auto,
                 backend: BackendOpt = SearchBackend.lsr, milvus_uri: MilvusUri = None, collection: Collection = None,
-                data_dir: DataDir = None,
+                data_dir: DataDir = None, device: Device = "auto",
                 engine: Annotated[EngineName, typer.Option("--engine", help="local: this process; ray: a pool of "
                                                            "Ray Data encoder actors (a sharded folder)")] = EngineName.local,
                 workers: Annotated[int, typer.Option("--workers", help="Ray encoder actors (--engine ray)")] = 2,
@@ -131,13 +144,15 @@ def index_build(dataset: Dataset, model: Model, out: Annotated[Path, typer.Optio
         raise LsrError("--engine ray and --shards build the lsr backend only")
     if engine != EngineName.ray and (workers != 2 or ray_address):
         raise LsrError("--workers and --ray-address need --engine ray")
+    if engine == EngineName.ray and device != "auto":
+        raise LsrError("--device goes with --engine local (Ray places each actor on a GPU where it has them)")
+    options = _options(max_length, batch_size, head, device)
     check_ray_build(workers, shards, max(shards, 1))
     _check_milvus_options(backend.value, milvus_uri, collection)
     check_writable_target(out, is_lsr_index if overwrite else None)
     ds = load_corpus(dataset, data_dir, limit)
     check_ray_build(workers, shards, len(ds.corpus))
     quant = quantization_of(quantization_from, int(bits.value)) if quantization_from else None
-    options = _options(max_length, batch_size, head)
     if engine == EngineName.ray:
         figures = build_index_ray(ds, model, out, options, workers=workers, shards=shards, ray_address=ray_address,
                                   dense=dense, bits=int(bits.value), overwrite=overwrite, log=_note,
@@ -269,7 +284,8 @@ def eval_(dataset: Dataset, model: Model, split: Split = "test", limit: Limit = 
           json_out: Annotated[Optional[Path], typer.Option("--json", help="write the report as JSON")] = None,
           run_out: Annotated[Optional[Path], typer.Option("--run", help="write the TREC run file")] = None,
           bits: Bits = BitsChoice.b8, max_length: ModelMaxLength = None, batch_size: BatchSize = 32, head: Head = HeadName.auto,
-          backend: BackendOpt = SearchBackend.lsr, milvus_uri: MilvusUri = None, data_dir: DataDir = None) -> None:
+          backend: BackendOpt = SearchBackend.lsr, milvus_uri: MilvusUri = None, data_dir: DataDir = None,
+          device: Device = "auto") -> None:
     """Evaluate a model on a BEIR split through the search service: nDCG@10, R@100, RR@10 and efficiency."""
     from lsr.eval.beir import load_beir
     from lsr.eval.pipeline import evaluate
@@ -278,8 +294,9 @@ def eval_(dataset: Dataset, model: Model, split: Split = "test", limit: Limit = 
 
     ranking = _ranking(mode, prf, fusion, alpha, prf_placement)
     _check_milvus_options(backend.value, milvus_uri, None)
+    options = _options(max_length, batch_size, head, device)
     ds = load_beir(dataset, split, data_dir, limit)
-    report = evaluate(ds, model, _options(max_length, batch_size, head), index_dir=index, bits=int(bits.value),
+    report = evaluate(ds, model, options, index_dir=index, bits=int(bits.value),
                       dense=dense, ranking=ranking, depth=depth, backend=backend.value, milvus_uri=milvus_uri)
     print_report(report)
     if json_out:
@@ -294,7 +311,9 @@ def eval_(dataset: Dataset, model: Model, split: Split = "test", limit: Limit = 
 @app.command()
 def train(config: Annotated[Path, typer.Option("--config", help="training config (TOML)")],
           restart: Annotated[bool, typer.Option("--restart", help="discard the run in `out` and start over")] = False,
-          data_dir: DataDir = None) -> None:
+          data_dir: DataDir = None,
+          device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N [the config's "
+                                                        "`device`, else auto]")] = None) -> None:
     """Train a SPLADE student (inference-free or siamese) by ensemble distillation; resumes `out` if it holds a
     checkpoint of the same configuration."""
     from lsr.eval.beir import load_beir
@@ -302,6 +321,9 @@ def train(config: Annotated[Path, typer.Option("--config", help="training config
     from lsr.training.loop import train as run
 
     cfg = load_config(config)
+    if device is not None:
+        cfg = cfg.model_copy(update={"device": _device(device)})
+    _device(cfg.device)
     datasets = [load_beir(d.name, d.split, data_dir) for d in cfg.data.datasets]
     summary = run(cfg, datasets, restart=restart, log=typer.echo)
     typer.echo(f"done in {summary['wall_s']:.0f} s: {summary['model']}")

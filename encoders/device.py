@@ -19,13 +19,18 @@ DEVICE_NAMES = "auto, cpu, cuda or cuda:N"
 _NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
+def check_device_name(name: str) -> str:
+    """`name` if it is a device name (whether or not this machine has the device), else LsrError."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise LsrError(f"unknown device {name!r}: use {DEVICE_NAMES}")
+    return name
+
+
 def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     """The torch.device a name means here (None: auto); LsrError, one line, for a bad or unavailable one."""
     if isinstance(name, torch.device):
         name = str(name)
-    name = "auto" if name is None else name
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise LsrError(f"unknown device {name!r}: use {DEVICE_NAMES}")
+    name = check_device_name("auto" if name is None else name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
