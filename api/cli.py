@@ -320,9 +320,10 @@ def train(config: Annotated[Path, typer.Option("--config", help="training config
     from lsr.training import load_config
     from lsr.training.loop import train as run
 
+    _device(device)
     cfg = load_config(config)
     if device is not None:
-        cfg = cfg.model_copy(update={"device": _device(device)})
+        cfg = cfg.model_copy(update={"device": device})
     _device(cfg.device)
     datasets = [load_beir(d.name, d.split, data_dir) for d in cfg.data.datasets]
     summary = run(cfg, datasets, restart=restart, log=typer.echo)
@@ -336,6 +337,7 @@ JsonOut = Annotated[Optional[Path], typer.Option("--json", help="append the resu
 from lsr.eval.bench import decoder as bench_decoder_lib, encode as bench_encode_lib  # noqa: E402
 from lsr.eval.bench import head as bench_head_lib, loadtest as bench_serve_lib  # noqa: E402
 from lsr.eval.bench import query as bench_query_lib  # noqa: E402
+from lsr.eval.bench import gpu as bench_gpu_lib  # noqa: E402
 
 
 def _choice(name: str, values) -> type[Enum]:
@@ -422,6 +424,23 @@ def bench_decoder_cmd(
                                            repeats=repeats, dataset=dataset, data_dir=data_dir, json_path=json_out)
     for r in rows:
         typer.echo(bench_decoder_lib.format_row(r))
+
+
+@bench_app.command("gpu")
+def bench_gpu(json_out: Annotated[Path, typer.Option("--json", help="append the rows of every part to this file")],
+              dry_run: Annotated[bool, typer.Option("--dry-run", help="the same parts on the CPU with tiny shapes, "
+                                                    "Triton under the interpreter (checks the run, measures nothing)")]
+              = False, data_dir: DataDir = None) -> None:
+    """The prepared GPU run (one command, under 8 minutes on an H200): the gpu-marked tests, the self-check, the
+    head benchmark, the largest batch per head in a memory budget, 200 training steps per head, Echo encoding
+    with a Mistral-7B-shaped decoder, and the Triton block sizes chosen. Exit 1 if any part failed."""
+    rows = bench_gpu_lib.run_gpu_bench(json_path=json_out, dry_run=dry_run, data_dir=data_dir, log=_note)
+    for r in rows:
+        typer.echo(bench_gpu_lib.format_row(r))
+    failed = [r for r in rows if "error" in r or r.get("outcome") == "failed"]
+    if failed:
+        _note(f"{len(failed)} of {len(rows)} rows failed (see {json_out})")
+        raise SystemExit(1)
 
 
 @bench_app.command("query")

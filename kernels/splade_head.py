@@ -13,10 +13,10 @@ point the encoders call; the backends behind `backend=`:
   for). On CPU it runs only under the Triton interpreter (TRITON_INTERPRET=1 set before the module is
   imported), which is slow: for tests on small shapes.
 
-`auto` is `triton` wherever Triton runs (CUDA tensors; CPU ones under the interpreter) once the kernels have
-passed their self-check on that device and dtype (lsr.kernels.selfcheck: against the torch head on a small
-batch, forward and, when a gradient is needed, backward; one warning line and the torch head if they
-differ), else `torch`.
+`auto` is `triton` for CUDA tensors once the kernels have passed their self-check on that device and dtype
+(lsr.kernels.selfcheck: against the torch head on a small batch, forward and, when a gradient is needed,
+backward; one warning line and the torch head if they differ), else `torch`. CPU tensors always get `torch`
+(the interpreter is for tests: it takes minutes for one SPLADE-tiny batch).
 
 Under CUDA autocast (training in bf16 with fp32 master weights) the inputs are cast to the autocast dtype
 first, so the kernels run in bf16 and the gradients flow back to the fp32 weights through the cast.
@@ -66,10 +66,10 @@ def triton_runs_on(hidden: torch.Tensor) -> bool:
 
 
 def resolve_backend(backend: str, hidden: torch.Tensor, *, gradients: bool = False) -> str:
-    """`auto` -> `triton` where Triton runs and its kernels pass the self-check for hidden's device and dtype
-    (forward, and backward when `gradients`), else `torch`; other names are checked and returned."""
+    """`auto` -> `triton` for CUDA tensors whose device and dtype passed the self-check (forward, and backward
+    when `gradients`), else `torch`; other names are checked and returned."""
     if check_backend(backend) == "auto":
-        if not triton_runs_on(hidden):
+        if not hidden.is_cuda:
             return "torch"
         try:
             import triton  # noqa: F401

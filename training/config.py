@@ -132,5 +132,6 @@ def load_config(path: str | Path) -> TrainConfig:
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise LsrError(f"{path}: {where}: {first['msg']} ({e.error_count()} error(s))") from None
+        message = first["msg"].removeprefix("Value error, ")
+        raise LsrError(f"{path}: {where}: {message} ({e.error_count()} error(s))") from None
 
