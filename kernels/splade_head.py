@@ -111,10 +111,17 @@ def splade_head(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     unknown or unrunnable backend and for inputs of the wrong kind, dtype or shape."""
     check_backend(backend)  # the name first: it needs no tensors
     _check_inputs(hidden, weight, bias, attention_mask)
-    if torch.is_autocast_enabled(hidden.device.type) and hidden.device.type == "cuda":
+    if hidden.device.type == "cuda" and torch.is_autocast_enabled("cuda"):
         dtype = torch.get_autocast_dtype("cuda")
         hidden, weight = hidden.to(dtype), weight.to(dtype)
         bias = None if bias is None else bias.to(dtype)
+        with torch.autocast("cuda", enabled=False):  # the backends choose their own precision
+            return _run_backend(backend, hidden, weight, bias, attention_mask)
+    return _run_backend(backend, hidden, weight, bias, attention_mask)
+
+
+def _run_backend(backend: str, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                 attention_mask: torch.Tensor) -> torch.Tensor:
     gradients = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, weight, bias))
     backend = resolve_backend(backend, hidden, gradients=gradients)
     if backend == "reference":

@@ -135,7 +135,9 @@ def part_tests(plan, device, data_dir) -> list[dict[str, Any]]:
         report = Path(tmp) / "junit.xml"
         output = io.StringIO()
         with contextlib.redirect_stdout(output):  # in this process: torch and triton are imported already
-            code = pytest.main(["-q", "-m", "gpu", "-p", "no:cacheprovider", f"--rootdir={TESTS.parents[1]}",
+            # --noconftest: these tests need none of its fixtures, nor what it imports (ir_measures, ...)
+            code = pytest.main(["-q", "-m", "gpu", "-p", "no:cacheprovider", "--noconftest",
+                                f"--rootdir={TESTS.parents[1]}",
                                 f"--junitxml={report}", str(TESTS)])
         if not report.is_file():
             return [{"error": f"pytest exited {int(code)} without a report: {output.getvalue().strip()[-300:]}"}]
