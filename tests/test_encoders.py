@@ -134,6 +134,14 @@ def test_vectors_cross_to_the_host_as_their_nonzeros_only():
     assert to_host_csr(torch.zeros(0, 7)).shape == (0, 7)
 
 
+def test_batches_stay_put_on_the_cpu():
+    from lsr.encoders.device import to_device
+
+    batch = torch.ones(2, 3)
+    moved = to_device(batch, torch.device("cpu"))
+    assert moved is batch and not moved.is_pinned()  # pinned memory only for a CUDA target
+
+
 @pytest.mark.parametrize("name,message", [
     ("gpu", "unknown device 'gpu': use auto, cpu, cuda or cuda:N"),
     ("cuda:", "unknown device 'cuda:'"),
