@@ -431,9 +431,10 @@ def bench_gpu(json_out: Annotated[Path, typer.Option("--json", help="append the 
               dry_run: Annotated[bool, typer.Option("--dry-run", help="the same parts on the CPU with tiny shapes, "
                                                     "Triton under the interpreter (checks the run, measures nothing)")]
               = False, data_dir: DataDir = None) -> None:
-    """The prepared GPU run (one command, under 8 minutes on an H200): the gpu-marked tests, the self-check, the
-    head benchmark, the largest batch per head in a memory budget, 200 training steps per head, Echo encoding
-    with a Mistral-7B-shaped decoder, and the Triton block sizes chosen. Exit 1 if any part failed."""
+    """The prepared GPU run (one command, designed for under 8 minutes on an H200): the gpu-marked tests, the
+    self-check, the head benchmark, the largest batch per head in a memory budget, 200 training steps per head,
+    Echo encoding with a Mistral-7B-shaped decoder, and the Triton block sizes chosen. Exit 1 if any part
+    failed."""
     rows = bench_gpu_lib.run_gpu_bench(json_path=json_out, dry_run=dry_run, data_dir=data_dir, log=_note)
     for r in rows:
         typer.echo(bench_gpu_lib.format_row(r))
