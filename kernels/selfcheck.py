@@ -35,14 +35,22 @@ class Verdict:
     reason: str = ""
 
 
-VERDICTS: dict[tuple[str, torch.dtype], Verdict] = {}
+VERDICTS: dict[tuple[str, torch.dtype], Verdict] = {}  # (device, e.g. "cuda:0", dtype) -> what was found
+
+
+def verdict_for(device: torch.device | str, dtype: torch.dtype) -> Verdict:
+    """The cached verdict for a device ("cuda" is the current CUDA device) and dtype; a fresh one if none."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return VERDICTS.setdefault((str(device), dtype), Verdict())
 
 
 def verify_triton(device: torch.device | str, dtype: torch.dtype, *, gradients: bool) -> bool:
     """True when the Triton head agrees with the torch head on `device` and `dtype` (forward, and the
     gradients when `gradients`); checked once per (device, dtype) and cached in VERDICTS."""
     device = torch.device(device)
-    verdict = VERDICTS.setdefault((str(device), dtype), Verdict())
+    verdict = verdict_for(device, dtype)
     if verdict.forward is False or (gradients and verdict.gradients is False):
         return False
     if verdict.forward and (verdict.gradients or not gradients):

@@ -50,11 +50,11 @@ def test_triton_matches_the_reference(case, dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_auto_picks_triton_once_it_passed_its_self_check(dtype):
     from lsr.kernels import resolve_backend
-    from lsr.kernels.selfcheck import VERDICTS, verify_triton
+    from lsr.kernels.selfcheck import VERDICTS, verdict_for, verify_triton
 
     VERDICTS.clear()
     assert verify_triton(DEVICE, dtype, gradients=True), VERDICTS
-    verdict = VERDICTS[(str(torch.device(DEVICE)), dtype)]
+    verdict = verdict_for(DEVICE, dtype)
     assert verdict.forward and verdict.gradients
     if DEVICE == "cuda":
         assert resolve_backend("auto", torch.zeros(1, 1, 1, device="cuda", dtype=dtype), gradients=True) == "triton"

@@ -157,13 +157,13 @@ def part_tests(plan, device, data_dir) -> list[dict[str, Any]]:
 def part_selfcheck(plan, device, data_dir) -> list[dict[str, Any]]:
     import torch
 
-    from lsr.kernels.selfcheck import CHECK_SHAPE, VERDICTS, verify_triton
+    from lsr.kernels.selfcheck import CHECK_SHAPE, verdict_for, verify_triton
 
     rows = []
     for dtype in plan["dtypes"]:
         start = time.perf_counter()
         ok = verify_triton(device, getattr(torch, dtype), gradients=True)
-        verdict = VERDICTS[(str(torch.device(device)), getattr(torch, dtype))]
+        verdict = verdict_for(device, getattr(torch, dtype))
         rows.append({"dtype": dtype, "shape": list(CHECK_SHAPE), "triton_ok": ok, "reason": verdict.reason,
                      "seconds": time.perf_counter() - start})
     return rows
