@@ -84,6 +84,28 @@ def test_a_wrong_kernel_falls_back_to_torch_with_one_warning(caplog, monkeypatch
     VERDICTS.clear()
 
 
+def test_wrong_gradients_are_caught_when_training_only(caplog, monkeypatch):
+    """A backward that scatters to the next token: the forward check passes (encoding may use Triton), the
+    gradient check does not (training uses the torch head), with one warning naming the gradient."""
+    from lsr.kernels import triton_head
+    from lsr.kernels.autograd import HeadKernels
+    from lsr.kernels.selfcheck import VERDICTS, verdict_for, verify_triton
+
+    def backward_to_the_next_token(grad_out, w, argmax, hidden, weight, **need):
+        shifted = ((argmax + 1) % hidden.shape[1]).to(argmax.dtype)
+        return triton_head.triton_backward(grad_out, w, shifted, hidden, weight, **need)
+
+    VERDICTS.clear()
+    monkeypatch.setattr(triton_head, "KERNELS", HeadKernels(triton_head.KERNELS.forward, backward_to_the_next_token))
+    with caplog.at_level(logging.WARNING, logger="lsr.kernels"):
+        assert verify_triton(DEVICE, torch.float32, gradients=False)
+        assert not verify_triton(DEVICE, torch.float32, gradients=True)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "lsr.kernels"]
+    assert len(warnings) == 1 and "(d_hidden" in warnings[0], warnings
+    assert verdict_for(DEVICE, torch.float32).gradients is False
+    VERDICTS.clear()
+
+
 @pytest.mark.skipif(DRY_RUN, reason="pinned memory and autocast are CUDA's")
 def test_batches_go_through_pinned_memory_and_autocast_runs_the_head_in_bf16():
     from lsr.encoders.device import resolve_device, to_device
