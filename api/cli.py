@@ -73,13 +73,25 @@ Shards = Annotated[int, typer.Option("--shards", help="split the index into N sh
                                      "ranges (a sharded folder, searched as one)")]
 RayAddress = Annotated[Optional[str], typer.Option("--ray-address", help="a running Ray cluster (ray://HOST:PORT or "
                                                    "HOST:PORT) [default: start a local Ray on 127.0.0.1]")]
+# where encoders (and `lsr train`) run: lsr.encoders.device resolves it before any model loads
+Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N [auto: CUDA if there is one]")]
 
 
-def _options(max_length: int | None, batch_size: int, head: HeadName):
+def _device(name: str | None) -> str | None:
+    """The --device name, checked here (bad names, CUDA where there is none: one line, exit 2)."""
+    if name is None:
+        return None
+    from lsr.encoders.device import resolve_device
+
+    resolve_device(name)
+    return name
+
+
+def _options(max_length: int | None, batch_size: int, head: HeadName, device: str = "auto"):
     from lsr.eval.pipeline import EncoderOptions
 
     return EncoderOptions(max_length=max_length, batch_size=batch_size, head=head.value,
-                          show_progress=sys.stderr.isatty())
+                          show_progress=sys.stderr.isatty(), device=_device(device))
 
 
 def _ranking(mode: Mode, prf: bool, fusion: Fusion, alpha: float, placement: PrfPlacement,
@@ -96,13 +108,14 @@ def encode(dataset: Dataset, model: Model, out: Annotated[Path, typer.Option("--
            split: Split = "test", limit: Limit = None, queries: Annotated[bool, typer.Option(
                "--queries", help="encode the split's judged queries instead of the corpus")] = False,
            max_length: ModelMaxLength = None, batch_size: BatchSize = 32, head: Head = HeadName.auto,
-           data_dir: DataDir = None) -> None:
+           data_dir: DataDir = None, device: Device = "auto") -> None:
     """Encode corpus documents (file order) or queries into a scipy CSR float32 .npz."""
     from lsr.eval.beir import load_beir
     from lsr.eval.pipeline import load_sparse_encoder
 
+    options = _options(max_length, batch_size, head, device)
     ds = load_beir(dataset, split, data_dir, limit)
-    encoder = load_sparse_encoder(model, _options(max_length, batch_size, head))
+    encoder = load_sparse_encoder(model, options)
     if queries:
         vectors = encoder.encode_queries(list(ds.queries.values()))
     else:
@@ -118,6 +131,7 @@ def index_build(dataset: Dataset, model: Model, out: Annotated[Path, typer.Optio
                 max_length: ModelMaxLength = None, batch_size: BatchSize = 32, head: Head = HeadName.auto,
                 backend: BackendOpt = SearchBackend.lsr, milvus_uri: MilvusUri = None, collection: Collection = None,
                 milvus_index: MilvusIndex = MilvusIndexName.inverted, data_dir: DataDir = None,
+                device: Device = "auto",
                 engine: Annotated[EngineName, typer.Option("--engine", help="local: this process; ray: a pool of "
                                                            "Ray Data encoder actors (a sharded folder)")] = EngineName.local,
                 workers: Annotated[int, typer.Option("--workers", help="Ray encoder actors (--engine ray)")] = 2,
@@ -141,13 +155,15 @@ def index_build(dataset: Dataset, model: Model, out: Annotated[Path, typer.Optio
                        "the sharded folder afterwards)")
     if engine != EngineName.ray and (workers != 2 or ray_address):
         raise LsrError("--workers and --ray-address need --engine ray")
+    if engine == EngineName.ray and device != "auto":
+        raise LsrError("--device goes with --engine local (Ray places each actor on a GPU where it has them)")
+    options = _options(max_length, batch_size, head, device)
     check_ray_build(workers, shards, max(shards, 1))
     _check_milvus_options(backend.value, milvus_uri, collection, milvus_index)
     check_writable_target(out, is_lsr_index if overwrite else None)
     ds = load_corpus(dataset, data_dir, limit)
     check_ray_build(workers, shards, len(ds.corpus))
     quant = quantization_of(quantization_from, int(bits.value)) if quantization_from else None
-    options = _options(max_length, batch_size, head)
     if engine == EngineName.ray:
         figures = build_index_ray(ds, model, out, options, workers=workers, shards=shards, ray_address=ray_address,
                                   dense=dense, bits=int(bits.value), overwrite=overwrite, log=_note,
@@ -289,7 +305,8 @@ def eval_(dataset: Dataset, model: Model, split: Split = "test", limit: Limit = 
           json_out: Annotated[Optional[Path], typer.Option("--json", help="write the report as JSON")] = None,
           run_out: Annotated[Optional[Path], typer.Option("--run", help="write the TREC run file")] = None,
           bits: Bits = BitsChoice.b8, max_length: ModelMaxLength = None, batch_size: BatchSize = 32, head: Head = HeadName.auto,
-          backend: BackendOpt = SearchBackend.lsr, milvus_uri: MilvusUri = None, data_dir: DataDir = None) -> None:
+          backend: BackendOpt = SearchBackend.lsr, milvus_uri: MilvusUri = None, data_dir: DataDir = None,
+          device: Device = "auto") -> None:
     """Evaluate a model on a BEIR split through the search service: nDCG@10, R@100, RR@10 and efficiency (with
     --drop-ratio, also recall@10 against the exact ranking)."""
     from lsr.eval.beir import load_beir
@@ -299,10 +316,10 @@ def eval_(dataset: Dataset, model: Model, split: Split = "test", limit: Limit = 
 
     ranking = _ranking(mode, prf, fusion, alpha, prf_placement, fuse_in)
     _check_milvus_options(backend.value, milvus_uri, None)
+    options = _options(max_length, batch_size, head, device)
     ds = load_beir(dataset, split, data_dir, limit)
-    report = evaluate(ds, model, _options(max_length, batch_size, head), index_dir=index, bits=int(bits.value),
-                      dense=dense, ranking=ranking, depth=depth, backend=backend.value, milvus_uri=milvus_uri,
-                      drop_ratio=drop_ratio)
+    report = evaluate(ds, model, options, index_dir=index, bits=int(bits.value), dense=dense, ranking=ranking,
+                      depth=depth, backend=backend.value, milvus_uri=milvus_uri, drop_ratio=drop_ratio)
     print_report(report)
     if json_out:
         from lsr.index.files import atomic_write
@@ -316,14 +333,20 @@ def eval_(dataset: Dataset, model: Model, split: Split = "test", limit: Limit = 
 @app.command()
 def train(config: Annotated[Path, typer.Option("--config", help="training config (TOML)")],
           restart: Annotated[bool, typer.Option("--restart", help="discard the run in `out` and start over")] = False,
-          data_dir: DataDir = None) -> None:
+          data_dir: DataDir = None,
+          device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N [the config's "
+                                                        "`device`, else auto]")] = None) -> None:
     """Train a SPLADE student (inference-free or siamese) by ensemble distillation; resumes `out` if it holds a
     checkpoint of the same configuration."""
     from lsr.eval.beir import load_beir
     from lsr.training import load_config
     from lsr.training.loop import train as run
 
+    _device(device)
     cfg = load_config(config)
+    if device is not None:
+        cfg = cfg.model_copy(update={"device": device})
+    _device(cfg.device)
     datasets = [load_beir(d.name, d.split, data_dir) for d in cfg.data.datasets]
     summary = run(cfg, datasets, restart=restart, log=typer.echo)
     typer.echo(f"done in {summary['wall_s']:.0f} s: {summary['model']}")
@@ -336,6 +359,7 @@ JsonOut = Annotated[Optional[Path], typer.Option("--json", help="append the resu
 from lsr.eval.bench import decoder as bench_decoder_lib, encode as bench_encode_lib  # noqa: E402
 from lsr.eval.bench import head as bench_head_lib, loadtest as bench_serve_lib  # noqa: E402
 from lsr.eval.bench import query as bench_query_lib  # noqa: E402
+from lsr.eval.bench import gpu as bench_gpu_lib  # noqa: E402
 
 
 def _choice(name: str, values) -> type[Enum]:
@@ -422,6 +446,24 @@ def bench_decoder_cmd(
                                            repeats=repeats, dataset=dataset, data_dir=data_dir, json_path=json_out)
     for r in rows:
         typer.echo(bench_decoder_lib.format_row(r))
+
+
+@bench_app.command("gpu")
+def bench_gpu(json_out: Annotated[Path, typer.Option("--json", help="append the rows of every part to this file")],
+              dry_run: Annotated[bool, typer.Option("--dry-run", help="the same parts on the CPU with tiny shapes, "
+                                                    "Triton under the interpreter (checks the run, measures nothing)")]
+              = False, data_dir: DataDir = None) -> None:
+    """The prepared GPU run (one command, designed for under 8 minutes on an H200): the gpu-marked tests, the
+    self-check, the head benchmark, the largest batch per head in a memory budget, 200 training steps per head,
+    Echo encoding with a Mistral-7B-shaped decoder, and the Triton block sizes chosen. Exit 1 if any part
+    failed."""
+    rows = bench_gpu_lib.run_gpu_bench(json_path=json_out, dry_run=dry_run, data_dir=data_dir, log=_note)
+    for r in rows:
+        typer.echo(bench_gpu_lib.format_row(r))
+    failed = [r for r in rows if "error" in r or r.get("outcome") == "failed"]
+    if failed:
+        _note(f"{len(failed)} of {len(rows)} rows failed (see {json_out})")
+        raise SystemExit(1)
 
 
 @bench_app.command("query")

@@ -16,6 +16,8 @@ from tqdm.auto import tqdm
 
 from lsr.index import LsrError, SparseBatch
 
+from .device import to_host_csr
+
 DEFAULT_MAX_LENGTH = 256  # tokens per text when neither the caller nor the model's settings say
 ENCODER_SETTINGS_FILE = "lsr_encoder.json"  # what a saved sparse encoder records beside its weights
 
@@ -107,7 +109,7 @@ def encode_sorted(items: Sequence[Item], lengths: Sequence[int], run_batch: Call
     with tqdm(total=len(items), desc=f"encoding {desc}", unit="text",
               disable=not show_progress or len(items) <= batch_size) as bar:
         for batch_idx in length_batches(lengths, batch_size):
-            block = sp.csr_matrix(run_batch([items[i] for i in batch_idx]).float().cpu().numpy())
+            block = to_host_csr(run_batch([items[i] for i in batch_idx]))  # only the nonzeros cross
             for j, i in enumerate(batch_idx):
                 rows[i] = block[j]
             bar.update(len(batch_idx))

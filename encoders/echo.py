@@ -44,6 +44,7 @@ from lsr.kernels import check_backend, splade_head
 
 from .base import (DEFAULT_MAX_LENGTH, check_sizes, checked_texts, detach_output_head, encode_sorted,
                    final_hidden_states, length_batches, read_encoder_settings, write_encoder_settings)
+from .device import resolve_device, to_device
 
 # A learned vocabulary bias for the head (SPLADE's MLM decoder has one; decoder lm_heads do not): kept beside
 # the Hugging Face weights so the checkpoint stays a plain causal LM. Absent for hub models: no bias.
@@ -71,6 +72,7 @@ class EchoSpladeEncoder:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         check_backend(head)  # before a large model is loaded
+        resolve_device(device)  # a bad or unavailable device too
         saved = read_encoder_settings(source)
         if max_length is None:
             max_length = int(saved.get("max_length", DEFAULT_MAX_LENGTH))
@@ -116,7 +118,7 @@ class EchoSpladeEncoder:
         self.batch_size = batch_size
         self.head = head
         self.show_progress = show_progress
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
 
         self._bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
         self._prefix = tokenizer(self.template["prefix"], add_special_tokens=False)["input_ids"] if echo else []
@@ -185,8 +187,9 @@ class EchoSpladeEncoder:
             attention_mask[row, cols] = 1
             pool_mask[row, cols] = torch.tensor(pool)
         position_ids = (attention_mask.cumsum(-1) - 1).clamp_min(0)
-        return {name: t.to(self.device) for name, t in (("input_ids", input_ids), ("attention_mask", attention_mask),
-                                                       ("pool_mask", pool_mask), ("position_ids", position_ids))}
+        return {name: to_device(t, self.device) for name, t in (
+            ("input_ids", input_ids), ("attention_mask", attention_mask), ("pool_mask", pool_mask),
+            ("position_ids", position_ids))}
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """One padded batch for `forward(**batch)`: input_ids, attention_mask, pool_mask, position_ids."""

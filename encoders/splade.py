@@ -12,6 +12,7 @@ from lsr.kernels import check_backend, splade_head
 
 from .base import (DEFAULT_MAX_LENGTH, check_sizes, checked_texts, detach_output_head, encode_sorted,
                    length_batches, final_hidden_states, read_encoder_settings, write_encoder_settings)
+from .device import resolve_device, to_device
 from .idf import IdfQueryEncoder, has_idf
 
 
@@ -32,12 +33,13 @@ class SpladeEncoder:
             max_length = int(read_encoder_settings(source).get("max_length", DEFAULT_MAX_LENGTH))
         check_sizes(batch_size=batch_size, max_length=max_length)
         check_backend(head)  # lsr.kernels.HeadError before the model is loaded
+        device = resolve_device(device)  # and a bad or unavailable device
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source)
             model = AutoModelForMaskedLM.from_pretrained(source)
         except OSError as e:
             raise LsrError(f"cannot load model {source!r}: {str(e).splitlines()[0]}") from e
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = device
         self.head_module = detach_output_head(model)
         self.model = model.to(self.device).eval()
         self.max_length = max_length
@@ -64,7 +66,8 @@ class SpladeEncoder:
         """One padded batch for `forward(**batch)` (training builds its batches with this)."""
         batch = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=True,
                                return_tensors="pt")
-        return {"input_ids": batch["input_ids"].to(self.device), "attention_mask": batch["attention_mask"].to(self.device)}
+        return {"input_ids": to_device(batch["input_ids"], self.device),
+                "attention_mask": to_device(batch["attention_mask"], self.device)}
 
     def save(self, folder: str | Path) -> None:
         """Everything loading read: save_pretrained of the model (the tied projection and its bias included),
@@ -98,7 +101,8 @@ class SpladeEncoder:
 
         def run_batch(batch: list[list[int]]) -> torch.Tensor:
             padded = self.tokenizer.pad({"input_ids": batch}, return_tensors="pt")
-            return self.forward(padded["input_ids"].to(self.device), padded["attention_mask"].to(self.device))
+            return self.forward(to_device(padded["input_ids"], self.device),
+                                to_device(padded["attention_mask"], self.device))
 
         return encode_sorted(ids, [len(x) for x in ids], run_batch, vocab_size=self.vocab_size,
                              batch_size=self.batch_size, desc=desc, show_progress=self.show_progress)

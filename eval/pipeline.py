@@ -37,12 +37,13 @@ class EncoderOptions:
     batch_size: int = 32
     head: str = "auto"
     show_progress: bool = True
+    device: str | None = None  # lsr.encoders.device names; None: auto
 
 
 def load_sparse_encoder(model: str, options: EncoderOptions):
     """The sparse encoder for a registered name, folder or hub id; a clear error for other kinds."""
     return load_encoder(resolve_model(model), max_length=options.max_length, batch_size=options.batch_size,
-                        head=options.head, show_progress=options.show_progress)
+                        head=options.head, show_progress=options.show_progress, device=options.device)
 
 
 def check_build(model: str, *, dense: str | None = None, bits: int = 8, backend: str = "lsr") -> None:

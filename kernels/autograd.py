@@ -8,9 +8,15 @@ The backward needs only the saved w and argmax: the logits are neither stored no
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
+
+
+class HeadKernels(NamedTuple):
+    """A fast backend's two host functions (see the module docstring)."""
+    forward: Callable
+    backward: Callable
 
 
 class ArgmaxSpladeHead(torch.autograd.Function):

@@ -10,8 +10,16 @@ point the encoders call; the backends behind `backend=`:
 - `torch`: tiled over vocabulary and tokens with a running max, padding dropped, argmax-only backward
   (lsr.kernels.torch_head). The default on CPU.
 - `triton`: the same in Triton forward/backward kernels (lsr.kernels.triton_head, imported only when asked
-  for). The default for CUDA tensors. On CPU it runs only under the Triton interpreter (TRITON_INTERPRET=1
-  set before the module is imported), which is slow: for tests on small shapes.
+  for). On CPU it runs only under the Triton interpreter (TRITON_INTERPRET=1 set before the module is
+  imported), which is slow: for tests on small shapes.
+
+`auto` is `triton` for CUDA tensors once the kernels have passed their self-check on that device and dtype
+(lsr.kernels.selfcheck: against the torch head on a small batch, forward and, when a gradient is needed,
+backward; one warning line and the torch head if they differ), else `torch`. CPU tensors always get `torch`
+(the interpreter is for tests: it takes minutes for one SPLADE-tiny batch).
+
+Under CUDA autocast (training in bf16 with fp32 master weights) the inputs are cast to the autocast dtype
+first, so the kernels run in bf16 and the gradients flow back to the fp32 weights through the cast.
 
 User mistakes (an unknown backend, inputs of the wrong kind, dtype or shape) raise `HeadError`, a ValueError
 with a one-line message. This package imports nothing from the rest of lsr: it is the bottom layer.
@@ -52,11 +60,25 @@ def check_backend(backend: str) -> str:
     return backend
 
 
-def resolve_backend(backend: str, hidden: torch.Tensor) -> str:
-    """`auto` -> `triton` for CUDA tensors, else `torch`; other names are checked and returned."""
+def triton_runs_on(hidden: torch.Tensor) -> bool:
+    """Whether Triton can run on `hidden`'s device: CUDA, or the CPU under the interpreter."""
+    return hidden.is_cuda or (hidden.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1")
+
+
+def resolve_backend(backend: str, hidden: torch.Tensor, *, gradients: bool = False) -> str:
+    """`auto` -> `triton` for CUDA tensors whose device and dtype passed the self-check (forward, and backward
+    when `gradients`), else `torch`; other names are checked and returned."""
     if check_backend(backend) == "auto":
-        return "triton" if hidden.is_cuda else "torch"
-    if backend == "triton" and not hidden.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        if not hidden.is_cuda:
+            return "torch"
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            return "torch"
+        from .selfcheck import verify_triton
+
+        return "triton" if verify_triton(hidden.device, hidden.dtype, gradients=gradients) else "torch"
+    if backend == "triton" and not triton_runs_on(hidden):
         raise HeadError("SPLADE head backend 'triton' needs CUDA tensors (on CPU it runs only under "
                         "TRITON_INTERPRET=1); use auto, torch or reference")
     return backend
@@ -89,7 +111,19 @@ def splade_head(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     unknown or unrunnable backend and for inputs of the wrong kind, dtype or shape."""
     check_backend(backend)  # the name first: it needs no tensors
     _check_inputs(hidden, weight, bias, attention_mask)
-    backend = resolve_backend(backend, hidden)
+    if hidden.device.type == "cuda" and torch.is_autocast_enabled("cuda"):
+        dtype = torch.get_autocast_dtype("cuda")
+        hidden, weight = hidden.to(dtype), weight.to(dtype)
+        bias = None if bias is None else bias.to(dtype)
+        with torch.autocast("cuda", enabled=False):  # the backends choose their own precision
+            return _run_backend(backend, hidden, weight, bias, attention_mask)
+    return _run_backend(backend, hidden, weight, bias, attention_mask)
+
+
+def _run_backend(backend: str, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                 attention_mask: torch.Tensor) -> torch.Tensor:
+    gradients = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, weight, bias))
+    backend = resolve_backend(backend, hidden, gradients=gradients)
     if backend == "reference":
         return splade_head_reference(hidden, weight, bias, attention_mask)
     if backend == "torch":

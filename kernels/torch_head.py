@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import torch
 
-from .autograd import run_head
+from .autograd import HeadKernels, run_head
 
 # Picked by measurement on the 2-core Xeon dev machine (B=32, T=256, h=128, V=30522, fp32):
 # - one big (vocab tile) x (many rows' tokens) matmul into a reused buffer beat per-row (tile x row)
@@ -163,7 +163,10 @@ def torch_forward(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     return activate(pooled, bias), argmax
 
 
+KERNELS = HeadKernels(torch_forward, head_backward)
+
+
 def splade_head_torch(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                       attention_mask: torch.Tensor) -> torch.Tensor:
     """(B, V) SPLADE vectors; differentiable through the argmax-only backward (lsr.kernels.autograd)."""
-    return run_head(torch_forward, head_backward, hidden, weight, bias, attention_mask)
+    return run_head(*KERNELS, hidden, weight, bias, attention_mask)

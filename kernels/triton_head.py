@@ -15,6 +15,11 @@ d_W and loops over the batch: g' = g * exp(-w) where w > 0 (d/dx log1p(x) = 1/(1
   d_hidden[b, argmax[b, v], hs] += g'[b, v] * W[v, hs]      (scatter: atomic adds into an fp32 buffer)
   d_bias[v]     = sum_b g'[b, v]                            (programs of the first hidden slice)
 
+Block sizes are autotuned per GPU as Sparton does (`triton.autotune` over a short list of configurations,
+keyed on the shapes: the token count rounded up to a power of two, h and V, and the dtypes); the choice for
+each key is kept in `TUNED` (the benchmarks record it). Under the interpreter the list is the one default
+configuration, so nothing is timed. An explicit `block_v` (and `block_t`) bypasses the tuner (tests).
+
 On CPU these kernels run only under the Triton interpreter: TRITON_INTERPRET=1 must be in the environment
 before this module is imported (import triton later than that and there are "0 active drivers"). The
 interpreter is slow; use it on small shapes (tests do, in a subprocess).
@@ -27,7 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .autograd import run_head
+from .autograd import HeadKernels, run_head
 
 # The interpreter's tl.dot gets bf16/fp16 operands wrong (measured with triton 3.9: garbage sums), so under
 # TRITON_INTERPRET=1 the tiles are upcast to fp32 before the dot; compiled kernels use the native bf16 dot.
@@ -36,7 +41,7 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 @triton.jit
 def _forward_kernel(hidden_ptr, weight_ptr, bias_ptr, mask_ptr, w_ptr, argmax_ptr,
-                    T, H, V,
+                    T, H, V, T_BUCKET,
                     stride_hb, stride_ht, stride_wv, stride_mb,
                     HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
                     BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr):
@@ -112,29 +117,63 @@ def _block_h(h: int) -> int:
     return min(64, max(16, triton.next_power_of_2(h)))
 
 
+def _config(num_warps: int = 4, num_stages: int = 3, **blocks: int) -> triton.Config:
+    return triton.Config(blocks, num_warps=num_warps, num_stages=num_stages)
+
+
+# (BLOCK_T, BLOCK_V) tiles of the forward and BLOCK_V of the backward: the defaults first (the interpreter's
+# only configuration), then the shapes that suit an SM's tensor cores and shared memory at h 768.
+FORWARD_CONFIGS = [_config(BLOCK_T=64, BLOCK_V=128)] + ([] if INTERPRETED else [
+    _config(8, 3, BLOCK_T=128, BLOCK_V=128), _config(8, 3, BLOCK_T=64, BLOCK_V=256),
+    _config(4, 4, BLOCK_T=32, BLOCK_V=128), _config(8, 4, BLOCK_T=128, BLOCK_V=64)])
+BACKWARD_CONFIGS = [_config(BLOCK_V=64)] + ([] if INTERPRETED else [
+    _config(4, 2, BLOCK_V=32), _config(8, 2, BLOCK_V=128), _config(8, 2, BLOCK_V=256)])
+
+_forward_tuned = triton.autotune(configs=FORWARD_CONFIGS, key=["T_BUCKET", "H", "V"])(_forward_kernel)
+# the backward adds into d_hidden atomically: every timed launch must start from zeros
+_backward_tuned = triton.autotune(configs=BACKWARD_CONFIGS, key=["B", "H", "V"],
+                                  reset_to_zero=["d_hidden_ptr"])(_backward_kernel)
+
+TUNED: dict[tuple, str] = {}  # (kernel, key...) -> the configuration the tuner chose (str(triton.Config))
+
+
+def _record(kernel: str, key: tuple, tuner) -> None:
+    TUNED[(kernel, *key)] = str(tuner.best_config)
+
+
+def tuned_configs() -> list[dict]:
+    """The configurations chosen so far in this process, as rows for a results file."""
+    return [{"kernel": k[0], "key": [str(x) for x in k[1:]], "config": c} for k, c in TUNED.items()]
+
+
 def triton_forward(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                   attention_mask: torch.Tensor, *, block_t: int = 64, block_v: int = 128
+                   attention_mask: torch.Tensor, *, block_t: int | None = None, block_v: int | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """w (B, V) fp32 and argmax (B, V) int32 (token position) from hidden (B, T, h), weight (V, h)."""
+    """w (B, V) fp32 and argmax (B, V) int32 (token position) from hidden (B, T, h), weight (V, h); block
+    sizes from the tuner unless `block_v` is given."""
     hidden, weight = hidden.contiguous(), weight.to(hidden.dtype).contiguous()
     mask = attention_mask.to(torch.int32).contiguous()
     batch, seq, dim = hidden.shape
     vocab = weight.shape[0]
     w = torch.empty((batch, vocab), dtype=torch.float32, device=hidden.device)
     argmax = torch.empty((batch, vocab), dtype=torch.int32, device=hidden.device)
-    grid = (batch, triton.cdiv(vocab, block_v))
-    _forward_kernel[grid](hidden, weight, bias if bias is not None else weight, mask, w, argmax,
-                          seq, dim, vocab, hidden.stride(0), hidden.stride(1), weight.stride(0), mask.stride(0),
-                          HAS_BIAS=bias is not None,
-                          PRECISION="ieee" if hidden.dtype == torch.float32 else None,
-                          UPCAST=INTERPRETED and hidden.dtype != torch.float32,
-                          BLOCK_T=block_t, BLOCK_V=block_v, BLOCK_H=_block_h(dim))
+    bucket = triton.next_power_of_2(seq)
+    args = (hidden, weight, bias if bias is not None else weight, mask, w, argmax,
+            seq, dim, vocab, bucket, hidden.stride(0), hidden.stride(1), weight.stride(0), mask.stride(0))
+    options = dict(HAS_BIAS=bias is not None, PRECISION="ieee" if hidden.dtype == torch.float32 else None,
+                   UPCAST=INTERPRETED and hidden.dtype != torch.float32, BLOCK_H=_block_h(dim))
+    if block_v is not None:
+        _forward_kernel[(batch, triton.cdiv(vocab, block_v))](*args, **options, BLOCK_T=block_t or 64, BLOCK_V=block_v)
+    else:
+        _forward_tuned[lambda meta: (batch, triton.cdiv(vocab, meta["BLOCK_V"]))](*args, **options)
+        _record("forward", (bucket, dim, vocab, hidden.dtype), _forward_tuned)
     return w, argmax
 
 
 def triton_backward(grad_out: torch.Tensor, w: torch.Tensor, argmax: torch.Tensor, hidden: torch.Tensor,
                     weight: torch.Tensor, *, need_hidden: bool, need_weight: bool, need_bias: bool,
-                    block_v: int = 64) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+                    block_v: int | None = None
+                    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     hidden, weight, grad_out = hidden.contiguous(), weight.contiguous(), grad_out.contiguous()
     batch, seq, dim = hidden.shape
     vocab = weight.shape[0]
@@ -143,25 +182,31 @@ def triton_backward(grad_out: torch.Tensor, w: torch.Tensor, argmax: torch.Tenso
     d_weight = torch.empty((vocab, dim), **f32) if need_weight else None
     d_bias = torch.empty((vocab,), **f32) if need_bias else None
     block_h = _block_h(dim)
-    grid = (triton.cdiv(vocab, block_v), triton.cdiv(dim, block_h))
-    dummy = w
-    _backward_kernel[grid](grad_out, w, argmax, hidden, weight,
-                           d_hidden if need_hidden else dummy, d_weight if need_weight else dummy,
-                           d_bias if need_bias else dummy,
-                           batch, dim, vocab, grad_out.stride(0), hidden.stride(0), hidden.stride(1),
-                           weight.stride(0), seq * dim, dim,
-                           NEED_HIDDEN=need_hidden, NEED_WEIGHT=need_weight, NEED_BIAS=need_bias,
-                           BLOCK_V=block_v, BLOCK_H=block_h)
+    unused = torch.zeros(1, **f32)  # for the outputs not asked for (the tuner zeroes the d_hidden argument)
+    args = (grad_out, w, argmax, hidden, weight, d_hidden if need_hidden else unused,
+            d_weight if need_weight else unused, d_bias if need_bias else unused,
+            batch, dim, vocab, grad_out.stride(0), hidden.stride(0), hidden.stride(1), weight.stride(0), seq * dim, dim)
+    options = dict(NEED_HIDDEN=need_hidden, NEED_WEIGHT=need_weight, NEED_BIAS=need_bias, BLOCK_H=block_h)
+    if block_v is not None:
+        _backward_kernel[(triton.cdiv(vocab, block_v), triton.cdiv(dim, block_h))](*args, **options, BLOCK_V=block_v)
+    else:
+        _backward_tuned[lambda meta: (triton.cdiv(vocab, meta["BLOCK_V"]), triton.cdiv(dim, block_h))](*args, **options)
+        _record("backward", (batch, dim, vocab, hidden.dtype), _backward_tuned)
     return (d_hidden.to(hidden.dtype) if need_hidden else None,
             d_weight.to(weight.dtype) if need_weight else None,
             d_bias.to(weight.dtype) if need_bias else None)
 
 
+def _forward_with_argmax(hidden, weight, bias, attention_mask, *, with_argmax: bool):
+    return triton_forward(hidden, weight, bias, attention_mask)  # the kernel always writes the argmax
+
+
+# What the `triton` backend runs, and what lsr.kernels.selfcheck compares with the torch head: one pair, so the
+# check sees exactly the kernels a model would get.
+KERNELS = HeadKernels(_forward_with_argmax, triton_backward)
+
+
 def splade_head_triton(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                        attention_mask: torch.Tensor) -> torch.Tensor:
     """(B, V) SPLADE vectors computed by the Triton kernels (CUDA, or CPU under TRITON_INTERPRET=1)."""
-    return run_head(_forward_with_argmax, triton_backward, hidden, weight, bias, attention_mask)
-
-
-def _forward_with_argmax(hidden, weight, bias, attention_mask, *, with_argmax: bool):
-    return triton_forward(hidden, weight, bias, attention_mask)  # the kernel always writes the argmax
+    return run_head(*KERNELS, hidden, weight, bias, attention_mask)

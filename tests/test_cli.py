@@ -65,6 +65,10 @@ def test_index_search_eval_round_trip(cli, data_dir, tmp_path):
     (["eval", "--dataset", "scifact", "--model", "bm25", "--mode", "hybrid"], "bm25 runs alone"),
     (["eval", "--dataset", "scifact", "--model", "splade-tiny", "--mode", "fancy"], "'fancy' is not one of"),
     (["train", "--config", "no-such-config.toml"], "cannot read the training config"),
+    (["eval", "--dataset", "scifact", "--model", "splade-tiny", "--device", "gpu"], "unknown device 'gpu'"),
+    (["encode", "--dataset", "scifact", "--model", "splade-tiny", "--out", "x.npz", "--device", "cuda:x"],
+     "unknown device 'cuda:x'"),
+    (["train", "--config", "no-such-config.toml", "--device", "tpu"], "unknown device 'tpu'"),
 ])
 def test_bad_input_is_one_line(cli, data_dir, args, message):
     code, out, err = cli(*args, "--data-dir", data_dir)
@@ -123,6 +127,30 @@ def test_train_config_with_unknown_dataset_is_one_line(cli, data_dir, tmp_path):
     code, _, err = cli("train", "--config", config, "--data-dir", data_dir)
     assert code == 2 and err.startswith("error: ") and "not found" in err and err.count("\n") == 1, err
     assert not (tmp_path / "run").exists()  # nothing written before the data is there
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks a machine without CUDA")
+@pytest.mark.parametrize("command", [
+    ["encode", "--dataset", "scifact", "--model", "splade-tiny", "--out", "x.npz"],
+    ["index", "build", "--dataset", "scifact", "--model", "splade-tiny", "--out", "idx"],
+    ["eval", "--dataset", "scifact", "--model", "splade-tiny"],
+])
+def test_cuda_without_cuda_is_one_line_before_any_model_loads(cli, data_dir, tmp_path, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli(*command, "--device", "cuda", "--data-dir", data_dir)
+    assert code == 2 and err == "error: device 'cuda': CUDA is not available here " \
+        f"(torch {__import__('torch').__version__}); use auto or cpu\n", err
+    assert not list(tmp_path.iterdir())
+
+
+def test_train_device_on_the_command_line_overrides_the_config(cli, data_dir, tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text(f'out = "{tmp_path / "run"}"\nsteps = 1\ndevice = "cpu"\n[data]\ndatasets = [{{name = "x"}}]\n')
+    code, _, err = cli("train", "--config", config, "--device", "cuda:3", "--data-dir", data_dir)
+    assert code == 2 and "device 'cuda:3'" in err and err.count("\n") == 1, err
+    config.write_text(f'out = "{tmp_path / "run"}"\nsteps = 1\ndevice = "gpu"\n[data]\ndatasets = [{{name = "x"}}]\n')
+    code, _, err = cli("train", "--config", config, "--data-dir", data_dir)
+    assert code == 2 and "device: unknown device 'gpu': use auto, cpu, cuda or cuda:N" in err, err
 
 
 def test_cli_value_sets_are_the_libraries():

@@ -112,3 +112,47 @@ def test_unknown_head_backend_is_refused_before_the_model_loads(tmp_path):
     for cls in (SpladeEncoder, EchoSpladeEncoder):
         with pytest.raises(HeadError, match="choose from auto, reference, torch, triton"):
             cls(str(tmp_path / "no-model-here"), head="bogus")
+
+
+def test_vectors_cross_to_the_host_as_their_nonzeros_only():
+    """lsr.encoders.device.to_host_csr equals scipy's conversion of the dense array (what encoding did before),
+    zero rows, -0.0 and a row with every column set included."""
+    import scipy.sparse as sp
+
+    from lsr.encoders.device import to_host_csr
+
+    g = torch.Generator().manual_seed(0)
+    weights = torch.relu(torch.randn(6, 50, generator=g))
+    weights[2] = 0.0
+    weights[3, :5] = -0.0
+    weights[4] = torch.rand(50, generator=g) + 0.1
+    got, want = to_host_csr(weights), sp.csr_matrix(weights.numpy())
+    assert got.dtype == np.float32 and got.shape == want.shape and got.has_sorted_indices
+    np.testing.assert_array_equal(got.indptr, want.indptr)
+    np.testing.assert_array_equal(got.indices, want.indices)
+    np.testing.assert_array_equal(got.data, want.data)
+    assert to_host_csr(torch.zeros(0, 7)).shape == (0, 7)
+
+
+def test_batches_stay_put_on_the_cpu():
+    from lsr.encoders.device import to_device
+
+    batch = torch.ones(2, 3)
+    moved = to_device(batch, torch.device("cpu"))
+    assert moved is batch and not moved.is_pinned()  # pinned memory only for a CUDA target
+
+
+@pytest.mark.parametrize("name,message", [
+    ("gpu", "unknown device 'gpu': use auto, cpu, cuda or cuda:N"),
+    ("cuda:", "unknown device 'cuda:'"),
+    ("CPU", "unknown device 'CPU'"),
+    (3, "unknown device 3"),
+])
+def test_bad_device_names_are_one_line_errors(name, message):
+    from lsr.encoders.device import resolve_device
+
+    with pytest.raises(LsrError) as info:
+        resolve_device(name)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert resolve_device("cpu") == torch.device("cpu") and resolve_device(None) == resolve_device("auto")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")

@@ -275,6 +275,15 @@ def test_user_mistakes_raise_one_line_head_errors(mistake, change, message):
     assert isinstance(info.value, ValueError)  # callers that caught ValueError still do
 
 
+def test_auto_on_cpu_is_the_torch_head_and_runs_no_self_check():
+    from lsr.kernels.selfcheck import VERDICTS
+
+    before = dict(VERDICTS)
+    assert resolve_backend("auto", torch.zeros(1, 1, 1), gradients=True) == "torch"
+    assert resolve_backend("auto", torch.zeros(1, 1, 1, dtype=torch.bfloat16)) == "torch"
+    assert VERDICTS == before
+
+
 def test_triton_on_cpu_tensors_without_the_interpreter_is_a_head_error(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(HeadError, match="'triton' needs CUDA tensors"):

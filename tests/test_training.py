@@ -207,7 +207,7 @@ def test_tiny_training_run_lowers_the_loss_and_resumes_exactly(tmp_path, tiny_da
 
     shutil.rmtree(model)
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-4"]
-    train(config, [tiny_dataset], log=lambda m: None)
+    train(_config(tmp_path, device="cpu"), [tiny_dataset], log=lambda m: None)  # where it runs: not the recipe
     resumed = load_file(model / "model.safetensors")
     for k in final:
         torch.testing.assert_close(resumed[k], final[k], rtol=1e-5, atol=1e-6)
@@ -236,6 +236,9 @@ def test_config_errors_are_one_line(tmp_path):
         load_config(bad)
     with pytest.raises(LsrError, match="cannot read"):
         load_config(tmp_path / "missing.toml")
+    bad.write_text('out = "x"\nsteps = 1\ndevice = "cuda:"\n[data]\ndatasets = [{name = "scifact"}]\n')
+    with pytest.raises(LsrError, match=r"device: unknown device 'cuda:': use auto, cpu, cuda or cuda:N \(1 error"):
+        load_config(bad)
 
 
 def test_echo_decoder_student_trains_with_lora_and_loads_back(tmp_path, tiny_dataset):

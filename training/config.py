@@ -99,9 +99,24 @@ class TrainConfig(_Strict):
     max_length: int = Field(DEFAULT_MAX_LENGTH, ge=8)  # tokens per text in training
     encode_max_length: int | None = Field(None, ge=8)  # recorded with the model for encoding (default: max_length)
     head: str = "auto"  # fused SPLADE head backend (lsr.kernels)
+    # auto | cpu | cuda | cuda:N (lsr.encoders.device); the student, the teachers and mining all run there.
+    # On CUDA: bf16 autocast (fp32 master weights) and pinned batches. Not part of a run's identity: a run
+    # started on one device resumes on another.
+    device: str = "auto"
     checkpoint_every: int = Field(100, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
     log_every: int = Field(10, ge=1)
+
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v: str) -> str:
+        from lsr.encoders.device import check_device_name
+
+        try:
+            return check_device_name(v)
+        except LsrError as e:
+            raise ValueError(str(e)) from None
 
 
 def load_config(path: str | Path) -> TrainConfig:
@@ -117,5 +132,6 @@ def load_config(path: str | Path) -> TrainConfig:
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise LsrError(f"{path}: {where}: {first['msg']} ({e.error_count()} error(s))") from None
+        message = first["msg"].removeprefix("Value error, ")
+        raise LsrError(f"{path}: {where}: {message} ({e.error_count()} error(s))") from None
 

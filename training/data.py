@@ -50,6 +50,8 @@ class MiningSettings:
     mine_depth: int = 50
     max_length: int = DEFAULT_MAX_LENGTH
     teachers: tuple[str, ...] = ("dense", "sparse")
+    device: str | None = None  # where the teachers encode (lsr.encoders.device; None: the sparse teacher on
+    # auto, the dense one on the CPU, as before devices were chosen); not part of the cache key
 
 
 def build_training_set(datasets: Sequence[Any], cache_dir: str | Path, settings: MiningSettings,
@@ -123,7 +125,7 @@ def _sparse_vectors(ds, queries: dict[str, str], cache: Path, settings: MiningSe
         from lsr.encoders import SpladeEncoder, resolve_model
 
         encoder = SpladeEncoder(resolve_model(settings.sparse_teacher).source, max_length=settings.max_length,
-                                show_progress=False)
+                                device=settings.device, show_progress=False)
         encoder.encode_documents([d.contents for d in ds.corpus.values()]).save_npz(docs_file)
         encoder.encode_queries(list(queries.values())).save_npz(queries_file)
     return sp.load_npz(docs_file).tocsr(), sp.load_npz(queries_file).tocsr()
@@ -164,7 +166,8 @@ def _teacher_scores(teacher: str, ds, queries: dict[str, str], part: dict, cache
         if not (docs_file.is_file() and queries_file.is_file()):
             from lsr.encoders import DenseEncoder, resolve_model
 
-            encoder = DenseEncoder(resolve_model(settings.dense_teacher).source, max_length=settings.max_length)
+            encoder = DenseEncoder(resolve_model(settings.dense_teacher).source, max_length=settings.max_length,
+                                   device=settings.device)
             np.save(docs_file, encoder.encode_documents([d.contents for d in ds.corpus.values()]))
             np.save(queries_file, encoder.encode_queries(list(queries.values())))
         return pair_scores(np.load(queries_file), np.load(docs_file), query_rows, doc_rows)

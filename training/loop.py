@@ -13,6 +13,7 @@ Files under `out/`:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shutil
@@ -37,13 +38,15 @@ class Student:
     """The model being trained: a sparse encoder for documents (masked-LM SPLADE or Echo decoder SPLADE), the
     IDF table (inference-free) or the same encoder (siamese) for queries."""
 
-    def __init__(self, config: TrainConfig, source: str, idf: np.ndarray | None) -> None:
+    def __init__(self, config: TrainConfig, source: str, idf: np.ndarray | None,
+                 device: torch.device | None = None) -> None:
         from lsr.encoders import load_sparse_encoder, resolve_model
         from lsr.encoders.idf import IdfQueryEncoder
 
         self.config = config
+        self.device = device or torch.device("cpu")
         spec = resolve_model(source)
-        options: dict[str, Any] = {"max_length": config.max_length, "head": config.head, "device": "cpu",
+        options: dict[str, Any] = {"max_length": config.max_length, "head": config.head, "device": self.device,
                                    "show_progress": False}
         if spec.kind == "echo":
             options.update(echo=config.echo, lora=config.lora.model_dump() if config.lora else None)
@@ -57,7 +60,7 @@ class Student:
                     raise LsrError("an inference-free student needs an IDF table")
                 idf = self.encoder.query_encoder.idf
             table = IdfQueryEncoder(self.tokenizer, idf).idf  # special tokens zeroed, checked
-            self.idf = torch.nn.Parameter(torch.from_numpy(table), requires_grad=config.idf_trainable)
+            self.idf = torch.nn.Parameter(torch.from_numpy(table).to(self.device), requires_grad=config.idf_trainable)
 
     def parameters(self) -> list[torch.nn.Parameter]:
         """The trainable parameters (LoRA adapters only when LoRA is on), each once (tied weights)."""
@@ -76,9 +79,9 @@ class Student:
     def encode_queries(self, texts: list[str], token_ids: list[np.ndarray]) -> torch.Tensor:
         if self.idf is None:
             return self.encode_docs(texts)
-        rows = torch.cat([torch.full((len(t),), i, dtype=torch.long) for i, t in enumerate(token_ids)])
-        cols = torch.from_numpy(np.concatenate(token_ids)).long()
-        mask = torch.zeros(len(texts), len(self.idf))
+        rows = torch.cat([torch.full((len(t),), i, dtype=torch.long) for i, t in enumerate(token_ids)]).to(self.device)
+        cols = torch.from_numpy(np.concatenate(token_ids)).long().to(self.device)
+        mask = torch.zeros(len(texts), len(self.idf), device=self.device)
         mask[rows, cols] = 1.0
         return mask * self.idf.clamp_min(0)
 
@@ -93,7 +96,7 @@ class Student:
         finally:
             self.encoder.max_length = trained_length
         if self.idf is not None:
-            IdfQueryEncoder(self.tokenizer, self.idf.detach().clamp_min(0).numpy()).save(folder)
+            IdfQueryEncoder(self.tokenizer, self.idf.detach().clamp_min(0).cpu().numpy()).save(folder)
 
 
 class QuerySampler:
@@ -148,7 +151,7 @@ def objective(config: TrainConfig, step: int, q_vecs: torch.Tensor, d_vecs: torc
     loss_cfg = config.loss
     group = config.data.group_size
     own, every = group_scores(q_vecs, d_vecs, group)
-    positive = torch.arange(q_vecs.shape[0]) * group
+    positive = torch.arange(q_vecs.shape[0], device=q_vecs.device) * group
     terms: dict[str, torch.Tensor] = {
         "kl": kl_distillation(own, teacher),
         "contrastive": contrastive(every, positive) if loss_cfg.in_batch_negatives else contrastive(own),
@@ -172,9 +175,15 @@ def objective(config: TrainConfig, step: int, q_vecs: torch.Tensor, d_vecs: torc
 
 def train(config: TrainConfig, datasets: Sequence[Any], *, restart: bool = False,
           log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train (or resume) per `config` on `datasets` (BEIR-like objects); returns the summary."""
+    """Train (or resume) per `config` on `datasets` (BEIR-like objects) on `config.device`; returns the summary.
+    On CUDA the student's forward pass and the objective run under bf16 autocast (the weights, their gradients
+    and the optimizer stay fp32), and the fused head runs its Triton kernels (`auto`, once self-checked)."""
     from lsr.encoders import resolve_model
+    from lsr.encoders.device import resolve_device, to_device
     from lsr.encoders.idf import IdfQueryEncoder
+
+    device = resolve_device(config.device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
     out = Path(config.out)
     if restart and out.exists():
@@ -186,7 +195,8 @@ def train(config: TrainConfig, datasets: Sequence[Any], *, restart: bool = False
     _seed_everything(config.seed)
     data = build_training_set(datasets, config.data.cache_dir, MiningSettings(
         sparse_teacher=config.data.sparse_teacher, dense_teacher=config.data.dense_teacher,
-        mine_depth=config.data.mine_depth, max_length=config.max_length, teachers=tuple(config.data.teachers)), log)
+        mine_depth=config.data.mine_depth, max_length=config.max_length, teachers=tuple(config.data.teachers),
+        device=str(device)), log)
     checkpoint = _latest_checkpoint(out)
     if checkpoint:
         source = str(checkpoint)
@@ -205,14 +215,14 @@ def train(config: TrainConfig, datasets: Sequence[Any], *, restart: bool = False
     if config.query_encoder == "idf" and checkpoint is None:
         tokenizer = AutoTokenizer.from_pretrained(source)
         idf = IdfQueryEncoder.from_corpus(tokenizer, data.texts).idf  # over the training corpora
-    student = Student(config, source, idf)
+    student = Student(config, source, idf, device)
     query_ids = [np.unique(np.asarray(ids, dtype=np.int64)) for ids in
                  student.tokenizer(data.queries, add_special_tokens=False, truncation=True,
                                    max_length=config.max_length)["input_ids"]]
     if student.idf is not None:
-        query_ids = [ids[student.idf.detach().numpy()[ids] > 0] for ids in query_ids]
+        query_ids = [ids[student.idf.detach().cpu().numpy()[ids] > 0] for ids in query_ids]
     idf_table = student.idf.detach() if student.idf is not None else (
-        torch.from_numpy(IdfQueryEncoder.from_corpus(student.tokenizer, data.texts).idf)
+        torch.from_numpy(IdfQueryEncoder.from_corpus(student.tokenizer, data.texts).idf).to(device)
         if config.loss.flops == "idf" else None)
     flops_weights = None if idf_table is None else idf_penalty_weights(idf_table, config.loss.flops_idf_floor)
 
@@ -228,12 +238,14 @@ def train(config: TrainConfig, datasets: Sequence[Any], *, restart: bool = False
     group_rng = np.random.default_rng(config.seed + 1)
     step, elapsed_before = 0, 0.0
     if checkpoint:
-        state = torch.load(checkpoint / "training_state.pt", weights_only=False)
+        state = torch.load(checkpoint / "training_state.pt", weights_only=False, map_location="cpu")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         sampler.load_state(state["sampler"])
         group_rng.bit_generator.state = state["group_rng"]
         torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
         step, elapsed_before = int(state["step"]), float(state["elapsed_s"])
         log(f"resuming from {checkpoint} (step {step})")
     _truncate_log(out / "log.jsonl", step)
@@ -246,11 +258,13 @@ def train(config: TrainConfig, datasets: Sequence[Any], *, restart: bool = False
             queries = sampler.take(config.batch_queries)
             rows, entries = sample_groups(data, queries, config.data.group_size, config.data.negatives_depth,
                                           group_rng)
-            teacher = torch.from_numpy(ensemble([data.teacher_scores[t][entries] for t in config.data.teachers],
-                                                config.data.teacher_scale))
-            d_vecs = student.encode_docs([data.texts[r] for r in rows])
-            q_vecs = student.encode_queries([data.queries[q] for q in queries], [query_ids[q] for q in queries])
-            terms = objective(config, step, q_vecs, d_vecs, teacher, flops_weights)
+            teacher = to_device(torch.from_numpy(ensemble([data.teacher_scores[t][entries]
+                                                           for t in config.data.teachers], config.data.teacher_scale)),
+                                device)
+            with autocast:
+                d_vecs = student.encode_docs([data.texts[r] for r in rows])
+                q_vecs = student.encode_queries([data.queries[q] for q in queries], [query_ids[q] for q in queries])
+                terms = objective(config, step, q_vecs, d_vecs, teacher, flops_weights)
             (terms["loss"] / config.grad_accum).backward()
             for name, value in terms.items():
                 pending.setdefault(name, []).append(float(value.detach()))
@@ -274,12 +288,15 @@ def train(config: TrainConfig, datasets: Sequence[Any], *, restart: bool = False
             _save_checkpoint(out, student, step, {
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "sampler": sampler.state(),
                 "group_rng": group_rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "step": step,
-                "elapsed_s": elapsed_before + time.perf_counter() - start}, config.keep_checkpoints)
+                "elapsed_s": elapsed_before + time.perf_counter() - start,
+                **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {})},
+                config.keep_checkpoints)
 
     final = _save_folder(out / "model", student.save)
     records = read_log(out / "log.jsonl")
     summary = {"model": str(final), "steps": config.steps, "wall_s": records[-1]["elapsed_s"] if records else 0.0,
-               "torch_threads": torch.get_num_threads(), "queries": len(data), "documents": len(data.texts),
+               "torch_threads": torch.get_num_threads(), "device": str(device), "queries": len(data),
+               "documents": len(data.texts),
                "final": records[-1] if records else {}, "config": config_json}
     atomic_write(out / "summary.json", json.dumps(summary, indent=2))
     plot_curves(records, out / "curves.png", title=out.name)
@@ -294,9 +311,11 @@ def _seed_everything(seed: int) -> None:
 
 
 def _check_same_config(out: Path, config_json: dict) -> None:
+    """A run's folder holds one recipe; where it runs (`device`) is not part of it."""
     path = out / "config.json"
     if path.is_file():
-        if json.loads(path.read_text()) != config_json:
+        recipe = {k: v for k, v in config_json.items() if k != "device"}
+        if {k: v for k, v in json.loads(path.read_text()).items() if k != "device"} != recipe:
             raise LsrError(f"{out} holds a run with another configuration: pick another `out` or pass --restart")
     else:
         atomic_write(path, json.dumps(config_json, indent=2))

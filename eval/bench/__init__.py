@@ -3,6 +3,8 @@
 - `head`, `encode`, `decoder`: the SPLADE head alone (`lsr bench head`), end-to-end encoding (`lsr bench
   encode`) and Echo decoder encoding (`lsr bench decoder`); `measure`: what they share (peak memory and
   timing of a call, one fresh process per measurement on CPU: `python -m lsr.eval.bench.worker`).
+- `gpu`: the prepared GPU run (`lsr bench gpu [--dry-run]`): the gpu-marked tests, the head, the largest
+  batch in a memory budget, training steps and Echo encoding, per head, in one command.
 - `query`: query processing, ours against the engines of `lsr.eval.engines` (`lsr bench query`).
 - `chunks`: exhaustive search with and without chunking (`python -m lsr.eval.bench.chunks 1M`).
 - `loadtest`: the REST API under concurrent clients on loopback (`lsr bench serve`).

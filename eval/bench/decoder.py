@@ -111,14 +111,15 @@ def bench_decoder(*, vocabs: Sequence[int] | None = None, docs: int = DOCS, max_
                   heads: int | None = None, kv_heads: int | None = None, intermediate: int | None = None,
                   dtype: str | None = None, device: str | None = None, backends: Sequence[str] | None = None,
                   repeats: int = REPEATS, dataset: str = DATASET, data_dir: str | Path | None = None, seed: int = 0,
-                  json_path: str | Path | None = None) -> list[dict[str, Any]]:
+                  json_path: str | Path | None = None, in_process: bool | None = None) -> list[dict[str, Any]]:
     """Echo SPLADE encoding of the first `docs` documents with a random-weight Mistral per vocabulary size
     (default 32000 and 250000) and head backend: docs/s, median seconds, peak memory, the reference's time and
     memory over each backend's, and each one's max |difference| from the reference head's vectors.
 
     Shape defaults: on CPU hidden 256, 2 layers, 4 heads (2 KV), MLP 512, fp32, each backend in a fresh
     subprocess (peak RSS); on CUDA the Mistral-7B shape in bf16 (`layers` shortens it), in-process with one
-    model per vocabulary (peak torch.cuda.max_memory_allocated).
+    model per vocabulary (peak torch.cuda.max_memory_allocated). `in_process` (default: on CUDA) measures here
+    with one model per vocabulary on CPU too (dry runs: the peak memory is then not the row's own).
     """
     import tempfile
 
@@ -127,6 +128,7 @@ def bench_decoder(*, vocabs: Sequence[int] | None = None, docs: int = DOCS, max_
 
     device = device or default_device()
     cuda = device.startswith("cuda")
+    in_here = cuda if in_process is None else in_process
     shape = {**DECODER_SHAPES["cuda" if cuda else "cpu"],
              **{k: v for k, v in {"hidden": hidden, "layers": layers, "heads": heads, "kv_heads": kv_heads,
                                   "intermediate": intermediate}.items() if v is not None}}
@@ -148,14 +150,15 @@ def bench_decoder(*, vocabs: Sequence[int] | None = None, docs: int = DOCS, max_
             for backend in backends:
                 path = Path(tmp) / f"{vocab}-{backend}.npz"
                 config = {**base, "backend": backend, "vocab": vocab, "vectors": str(path)}
-                if cuda:  # one model per vocabulary; an out-of-memory backend leaves an error row, like a worker
+                if in_here:  # one model per vocabulary; an out-of-memory backend leaves an error row, like a worker
                     try:
                         if encoder is None:
                             encoder = decoder_encoder(config, texts)
                         row = measure_decoder(config, encoder, texts)
                     except Exception as e:  # noqa: BLE001 - reported in the row, as a worker's stderr is
                         row = {**config, "error": f"{type(e).__name__}: {e}".splitlines()[0]}
-                        torch.cuda.empty_cache()
+                        if cuda:
+                            torch.cuda.empty_cache()
                 else:
                     row = measure_in_subprocess(config)
                 row = {k: v for k, v in row.items() if k not in ("vectors", "data_dir")}  # worker-only settings

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .measure import (DTYPES, HEAD_BACKENDS, available_backends, default_device, environment, finish,
-                      format_ratios, measure_in_subprocess, peak_and_times)
+                      format_ratios, measure_in_process, measure_in_subprocess, peak_and_times)
 
 __all__ = ["BATCH", "DTYPES", "HEAD_BACKENDS", "MODES", "PADDING", "REPEATS", "SEQ", "bench_head", "format_row",
            "head_inputs", "measure_head"]
@@ -79,11 +79,12 @@ def measure_head(config: dict[str, Any]) -> dict[str, Any]:
 def bench_head(*, batch: int = BATCH, seq: int = SEQ, dim: int | None = None, vocabs: Sequence[int] | None = None,
                dtype: str | None = None, device: str | None = None, backends: Sequence[str] | None = None,
                modes: Sequence[str] = MODES, repeats: int = REPEATS, padding: float = PADDING,
-               json_path: str | Path | None = None) -> list[dict[str, Any]]:
+               json_path: str | Path | None = None, in_process: bool | None = None) -> list[dict[str, Any]]:
     """Median time and peak memory of each backend, forward and forward+backward, per vocabulary size.
 
     Defaults: on CUDA bf16 with V = 30522 and 250002 (hidden 768); on CPU fp32 with V = 30522 and the
-    bundled SPLADE-tiny's hidden size 128.
+    bundled SPLADE-tiny's hidden size 128. `in_process` (default: on CUDA) measures here instead of in a fresh
+    process per row (on CPU the peak memory is then not the row's own: dry runs).
     """
     device = device or default_device()
     cuda = device.startswith("cuda")
@@ -98,7 +99,8 @@ def bench_head(*, batch: int = BATCH, seq: int = SEQ, dim: int | None = None, vo
                 config = {"bench": "head", "device": device, "backend": backend, "mode": mode, "batch": batch,
                           "seq": seq, "dim": dim, "vocab": vocab, "dtype": dtype, "padding": padding,
                           "repeats": repeats}
-                row = measure_head(config) if cuda else measure_in_subprocess(config)
+                in_here = cuda if in_process is None else in_process
+                row = measure_in_process(measure_head, config) if in_here else measure_in_subprocess(config)
                 rows.append({**env, **row})
     return finish(rows, "median_ms", json_path)
 

@@ -35,16 +35,36 @@ def device_name(device: str) -> str:
 
 
 def environment(device: str) -> dict[str, Any]:
+    """What every row records about where it ran: the device and its name, torch, triton and CUDA versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
     import torch
 
+    try:
+        triton_version = version("triton")
+    except PackageNotFoundError:
+        triton_version = None
     return {"device": device, "device_name": device_name(device), "torch": torch.__version__,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            "triton": triton_version, "cuda": torch.version.cuda, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
 def default_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def measure_in_process(measure, config: dict[str, Any]) -> dict[str, Any]:
+    """`measure(config)` here; a failure (out of memory, a kernel that does not compile) becomes an error row,
+    as a worker's would."""
+    try:
+        return measure(config)
+    except Exception as e:  # noqa: BLE001 - reported in the row
+        if str(config.get("device", "")).startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+        return {**config, "error": f"{type(e).__name__}: {e}".splitlines()[0]}
 
 
 def available_backends(device: str) -> list[str]:
