@@ -16,6 +16,7 @@ from lsr.index import LsrError
 
 from .base import DEFAULT_MAX_LENGTH  # noqa: F401  (lives in .base; still importable from here, as before)
 from .echo import EchoSpladeEncoder
+from .layouts import EXPECTED, ST_MODULES, is_sentence_transformers_sparse
 from .splade import SpladeEncoder
 
 KINDS = ("splade", "echo", "dense", "bm25")  # splade: masked-LM SPLADE; echo: decoder-only Echo SPLADE
@@ -56,19 +57,20 @@ def _bundled_folder(name: str) -> Path:
 
 
 def _kind_of_folder(path: Path) -> str:
-    if (path / "modules.json").is_file():
-        return "dense"
+    if (path / ST_MODULES).is_file():
+        return "splade" if is_sentence_transformers_sparse(path) else "dense"
+    if not (path / "config.json").is_file():
+        raise LsrError(f"{path}: none of the known model layouts: expected {EXPECTED}")
     try:
         config = json.loads((path / "config.json").read_text())
     except (OSError, ValueError) as e:
-        raise LsrError(f"{path}: not a model folder (no readable config.json)") from e
+        raise LsrError(f"{path}: not a model folder (config.json is not readable JSON: {e})") from e
     architectures = config.get("architectures") or []
     if any(a.endswith("ForMaskedLM") for a in architectures):
         return "splade"
     if any(a.endswith("ForCausalLM") for a in architectures):
         return "echo"
-    raise LsrError(f"{path}: cannot tell how to use architectures {architectures} (expected a *ForMaskedLM or "
-                   "*ForCausalLM model, or a sentence-transformers folder)")
+    raise LsrError(f"{path}: cannot tell how to use architectures {architectures} (expected {EXPECTED})")
 
 
 def _kind_of_hub_id(name: str) -> str:
