@@ -19,6 +19,8 @@ index_app = typer.Typer(no_args_is_help=True, help="Build and verify index folde
 app.add_typer(index_app, name="index")
 export_app = typer.Typer(no_args_is_help=True, help="Copy an index into another engine.")
 app.add_typer(export_app, name="export")
+model_app = typer.Typer(no_args_is_help=True, help="Models: export to other libraries' layouts.")
+app.add_typer(model_app, name="model")
 data_app = typer.Typer(no_args_is_help=True, help="Datasets: place local copies where ir_datasets reads them.")
 app.add_typer(data_app, name="data")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: the SPLADE head, encoding, query processing, "
@@ -307,6 +309,26 @@ def data_import(folder: Annotated[Path, typer.Argument(help="a BEIR folder (corp
 
     done = import_beir(folder, irds, overwrite=overwrite)
     typer.echo(f"{'placed' if done['placed'] else 'already in place'}: {done['target']} ({done['verified']})")
+
+
+ExportFormat = Enum("ExportFormat", {"sentence_transformers": "sentence-transformers"}, type=str)  # encoders.export.FORMATS
+
+
+@model_app.command("export")
+def model_export(model: Annotated[str, typer.Argument(help="registered name (lsr-ifree-tiny, ...), folder or hub id")],
+                 out: Annotated[Path, typer.Option("--out", help="the folder to write")],
+                 fmt: Annotated[ExportFormat, typer.Option("--format", help="the layout to write")]
+                 = ExportFormat.sentence_transformers,
+                 overwrite: Annotated[bool, typer.Option("--overwrite", help="replace a sentence-transformers "
+                                                         "model folder already at --out")] = False,
+                 push_to_hub: Annotated[Optional[str], typer.Option("--push-to-hub", help="also upload the folder "
+                                                                    "to this hub repo (owner/name; needs a login)")]
+                 = None) -> None:
+    """Write MODEL as a sentence-transformers SparseEncoder folder (inference-free models as its router layout:
+    IDF queries, MLM documents) with a model card; SparseEncoder(OUT) loads it."""
+    from lsr.encoders.export import export_model
+
+    export_model(model, out, fmt=fmt.value, overwrite=overwrite, push_to_hub=push_to_hub, log=typer.echo)
 
 
 @app.command()
