@@ -83,6 +83,11 @@ def open_dataset(dataset_id: str):
         try:
             return irds.load(dataset_id)
         except KeyError:
+            parent = dataset_id.rsplit("/", 1)[0]
+            if "/" in dataset_id and parent in set(irds.registry):
+                splits = _splits_of(parent)
+                raise LsrError(f"irds:{parent} has no split {dataset_id.rsplit('/', 1)[1]!r}" + (
+                    f" (its splits: {', '.join(s.rsplit('/', 1)[1] for s in splits)})" if splits else "")) from None
             close = difflib.get_close_matches(dataset_id, list(irds.registry), n=3)
             raise LsrError(f"unknown ir_datasets id {dataset_id!r}" + (f" (did you mean {', '.join(close)}?)" if close
                            else " (see https://ir-datasets.com)")) from None
