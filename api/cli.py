@@ -305,7 +305,7 @@ def data_import(folder: Annotated[Path, typer.Argument(help="a BEIR folder (corp
                 = False) -> None:
     """Place a local BEIR copy where ir_datasets reads it (under $IR_DATASETS_HOME, default ~/.ir_datasets),
     checked against what ir_datasets publishes, so `--dataset irds:ID/SPLIT` works with no network."""
-    from lsr.eval.irds import import_beir
+    from lsr.eval.irds_import import import_beir
 
     done = import_beir(folder, irds, overwrite=overwrite)
     typer.echo(f"{'placed' if done['placed'] else 'already in place'}: {done['target']} ({done['verified']})")

@@ -9,50 +9,15 @@ import os
 import urllib.error
 import urllib.request
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from lsr.index import LsrError
 
+from .dataset import IRDS_PREFIX, BeirDataset, Document, is_irds  # noqa: F401  (importable from here, as before)
+
 BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
 BEIR_NAMES = ("arguana", "climate-fever", "cqadupstack", "dbpedia-entity", "fever", "fiqa", "hotpotqa", "msmarco",
               "nfcorpus", "nq", "quora", "scidocs", "scifact", "trec-covid", "webis-touche2020")
-
-
-@dataclass(frozen=True)
-class Document:
-    title: str
-    text: str
-
-    @property
-    def contents(self) -> str:
-        """The text every model sees: title and body joined by a space ("flat")."""
-        return f"{self.title} {self.text}".strip()
-
-
-@dataclass
-class BeirDataset:
-    name: str
-    path: Path
-    corpus: dict[str, Document]  # doc_id -> document, in file order
-    queries: dict[str, str]  # query_id -> text, only queries judged in the split
-    qrels: dict[str, dict[str, int]]  # query_id -> doc_id -> relevance
-    split: str
-
-    @property
-    def doc_ids(self) -> list[str]:
-        return list(self.corpus)
-
-    @property
-    def query_ids(self) -> list[str]:
-        return list(self.queries)
-
-
-IRDS_PREFIX = "irds:"  # an ir_datasets id, read by lsr.eval.irds
-
-
-def is_irds(dataset) -> bool:
-    return str(dataset).startswith(IRDS_PREFIX)
 
 
 def default_data_dir() -> Path:

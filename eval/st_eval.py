@@ -12,7 +12,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import scipy.sparse as sp
 
 from lsr.index import Hit
