@@ -4,6 +4,10 @@ products, ties to the earlier document), scored with the metrics `lsr eval` repo
 `lsr model export` wrote retrieves as the model does in lsr:
 
     python -m lsr.eval.st_eval --model DIR --dataset scifact --split test --json eval/results/FILE.json
+
+With `--compare` it instead encodes the first `--limit` documents and the split's first `--limit` queries
+both through sentence-transformers and through lsr (which reads the folder's layout itself) and records the
+largest |difference| per side, appended as a row to the JSON file.
 """
 from __future__ import annotations
 
@@ -63,6 +67,27 @@ def evaluate_sentence_transformers(model: str, dataset: BeirDataset, *, batch_si
             "avg_doc_nnz": docs.nnz / docs.shape[0], "avg_query_nnz": queries.nnz / queries.shape[0]}
 
 
+def compare_encoders(model: str, dataset: BeirDataset, *, limit: int = 64, batch_size: int = 16) -> dict:
+    """Max |lsr - sentence-transformers| over the first `limit` documents and queries, per side."""
+    from sentence_transformers import SparseEncoder
+
+    from lsr.encoders import SpladeEncoder
+
+    st = SparseEncoder(model, device="cpu")
+    ours = SpladeEncoder(model, batch_size=batch_size, show_progress=False, device="cpu")
+    docs = [d.contents for d in list(dataset.corpus.values())[:limit]]
+    queries = list(dataset.queries.values())[:limit]
+    row = {"model": str(model), "layout": ours.layout.layout, "dataset": dataset.name, "split": dataset.split,
+           "num_docs": len(docs), "num_queries": len(queries)}
+    for side, texts, theirs, mine in (("document", docs, st.encode_document, ours.encode_documents),
+                                      ("query", queries, st.encode_query, ours.encode_queries)):
+        ref = _csr(theirs(texts, batch_size=batch_size, convert_to_tensor=True)).toarray()
+        got = mine(texts).to_scipy().toarray()
+        row[f"{side}_max_abs_diff"] = float(abs(ref - got).max())
+        row[f"{side}_same_nonzeros"] = bool(((ref > 0) == (got > 0)).all())
+    return row
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="a sentence-transformers SparseEncoder folder or hub id")
@@ -71,7 +96,17 @@ def main(argv=None) -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--compare", action="store_true", help="lsr against sentence-transformers, per vector")
+    parser.add_argument("--limit", type=int, default=64, help="--compare: documents and queries")
     args = parser.parse_args(argv)
+    if args.compare:
+        row = compare_encoders(args.model, load_beir(args.dataset, args.split, args.data_dir), limit=args.limit)
+        print(json.dumps(row))
+        if args.json:
+            rows = json.loads(args.json.read_text())["rows"] if args.json.is_file() else []
+            rows = [r for r in rows if r["model"] != row["model"]] + [row]
+            atomic_write(args.json, json.dumps({"rows": rows}, indent=2) + "\n")
+        return
     result = evaluate_sentence_transformers(args.model, load_beir(args.dataset, args.split, args.data_dir),
                                             batch_size=args.batch_size, show_progress=True)
     print(json.dumps({k: result[k] for k in ("dataset", "split", "metrics", "num_docs", "encode_s")}))
