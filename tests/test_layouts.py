@@ -246,3 +246,27 @@ def test_export_never_replaces_what_it_should_not(tiny_mlm, tmp_path, cli):
     assert not (out / "stale.txt").exists() and (out / "modules.json").is_file()
     code, _, err = cli("model", "export", "bm25", "--out", tmp_path / "bm25")
     assert code == 2 and "only SPLADE" in err and not (tmp_path / "bm25").exists()
+
+
+def test_hub_id_of_a_sentence_transformers_repo_resolves_through_the_cache(tiny_mlm, tmp_path, tokenizer):
+    """`--model OWNER/NAME` of a SparseEncoder repo: its snapshot from the Hugging Face cache (laid out here as
+    huggingface_hub lays it out; HF_HUB_OFFLINE, so nothing is fetched), read as the folder it is."""
+    import os
+    import subprocess
+    import sys
+
+    commit = "0" * 40
+    repo = tmp_path / "hub" / "models--lsr-test--tiny-router"
+    _st_router(tiny_mlm, repo / "snapshots" / commit, torch.rand(len(tokenizer)) * 3)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    script = ("from lsr.encoders import resolve_model, load_sparse_encoder\n"
+              "spec = resolve_model('lsr-test/tiny-router')\n"
+              "enc = load_sparse_encoder(spec, show_progress=False)\n"
+              "print(spec.kind, enc.layout.layout, enc.encode_queries(['gut microbiome']).nnz)")
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    kind, layout, nnz = done.stdout.split()
+    assert (kind, layout) == ("splade", "st-router") and int(nnz) == len(set(tokenizer("gut microbiome",
+                                                                              add_special_tokens=False)["input_ids"]))
