@@ -1,5 +1,5 @@
-"""The `lsr` command line: encode, index build/verify, search, serve, eval, train, bench. Bad input exits 2 with
-one line (`error: ...`), before any model loads wherever it can be checked then."""
+"""The `lsr` command line: encode, index build/verify, search, serve, eval, train, data import, model export,
+bench. Bad input exits 2 with one line (`error: ...`), before any model loads wherever it can be checked then."""
 from __future__ import annotations
 
 import json
