@@ -1,5 +1,5 @@
-"""The `lsr` command line: encode, index build/verify, search, serve, eval, train, bench. Bad input exits 2 with
-one line (`error: ...`), before any model loads wherever it can be checked then."""
+"""The `lsr` command line: encode, index build/verify, search, serve, eval, train, data import, model export,
+bench. Bad input exits 2 with one line (`error: ...`), before any model loads wherever it can be checked then."""
 from __future__ import annotations
 
 import json
@@ -19,6 +19,10 @@ index_app = typer.Typer(no_args_is_help=True, help="Build and verify index folde
 app.add_typer(index_app, name="index")
 export_app = typer.Typer(no_args_is_help=True, help="Copy an index into another engine.")
 app.add_typer(export_app, name="export")
+model_app = typer.Typer(no_args_is_help=True, help="Models: export to other libraries' layouts.")
+app.add_typer(model_app, name="model")
+data_app = typer.Typer(no_args_is_help=True, help="Datasets: place local copies where ir_datasets reads them.")
+app.add_typer(data_app, name="data")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: the SPLADE head, encoding, query processing, "
                         "the REST API (rows written as JSON).")
 app.add_typer(bench_app, name="bench")
@@ -30,8 +34,10 @@ SearchBackend = Enum("SearchBackend", {name: name for name in ("lsr", "lucene", 
                      type=str)  # index.lucene.BACKENDS
 DEFAULT = Ranking()
 
-Dataset = Annotated[str, typer.Option("--dataset", help="BEIR dataset name (under the data dir) or folder")]
-Split = Annotated[str, typer.Option("--split", help="qrels split: test, dev, train")]
+Dataset = Annotated[str, typer.Option("--dataset", help="BEIR dataset name (under the data dir), folder, or "
+                                       "irds:<ir_datasets id> (irds:beir/scifact/test)")]
+Split = Annotated[Optional[str], typer.Option("--split", help="qrels split: test, dev, train [test; an irds: id "
+                                              "names its own]")]
 Model = Annotated[str, typer.Option("--model", help="registered name (splade-tiny, bm25, ...), folder or hub id")]
 DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="folder of BEIR datasets [env LSR_DATA_DIR]")]
 Limit = Annotated[Optional[int], typer.Option("--limit", min=1, help="only the first N corpus documents")]
@@ -105,7 +111,7 @@ def _note(message: str) -> None:
 
 @app.command()
 def encode(dataset: Dataset, model: Model, out: Annotated[Path, typer.Option("--out", help="output .npz")],
-           split: Split = "test", limit: Limit = None, queries: Annotated[bool, typer.Option(
+           split: Split = None, limit: Limit = None, queries: Annotated[bool, typer.Option(
                "--queries", help="encode the split's judged queries instead of the corpus")] = False,
            max_length: ModelMaxLength = None, batch_size: BatchSize = 32, head: Head = HeadName.auto,
            data_dir: DataDir = None, device: Device = "auto") -> None:
@@ -295,7 +301,7 @@ def serve(index: Annotated[Path, typer.Argument(help="index folder")],
 
 
 @app.command("eval")
-def eval_(dataset: Dataset, model: Model, split: Split = "test", limit: Limit = None, dense: DenseModel = None,
+def eval_(dataset: Dataset, model: Model, split: Split = None, limit: Limit = None, dense: DenseModel = None,
           mode: ModeOpt = DEFAULT.mode, prf: PrfOpt = DEFAULT.prf, fusion: FusionOpt = DEFAULT.fusion,
           alpha: AlphaOpt = DEFAULT.alpha, prf_placement: PlacementOpt = DEFAULT.prf_placement,
           fuse_in: FuseInOpt = DEFAULT.fuse_in, drop_ratio: DropRatio = 0.0,
@@ -328,6 +334,40 @@ def eval_(dataset: Dataset, model: Model, split: Split = "test", limit: Limit = 
     if run_out:
         run_out.parent.mkdir(parents=True, exist_ok=True)
         write_trec_run(report.run, run_out, tag=Path(model).name)
+
+
+@data_app.command("import")
+def data_import(folder: Annotated[Path, typer.Argument(help="a BEIR folder (corpus.jsonl, queries.jsonl, qrels/) "
+                                                   "or the dataset's official .zip")],
+                irds: Annotated[str, typer.Option("--irds", help="the ir_datasets id it is (beir/scifact)")],
+                overwrite: Annotated[bool, typer.Option("--overwrite", help="replace another copy already there")]
+                = False) -> None:
+    """Place a local BEIR copy where ir_datasets reads it (under $IR_DATASETS_HOME, default ~/.ir_datasets),
+    checked against what ir_datasets publishes, so `--dataset irds:ID/SPLIT` works with no network."""
+    from lsr.eval.irds_import import import_beir
+
+    done = import_beir(folder, irds, overwrite=overwrite)
+    typer.echo(f"{'placed' if done['placed'] else 'already in place'}: {done['target']} ({done['verified']})")
+
+
+ExportFormat = Enum("ExportFormat", {"sentence_transformers": "sentence-transformers"}, type=str)  # encoders.export.FORMATS
+
+
+@model_app.command("export")
+def model_export(model: Annotated[str, typer.Argument(help="registered name (lsr-ifree-tiny, ...), folder or hub id")],
+                 out: Annotated[Path, typer.Option("--out", help="the folder to write")],
+                 fmt: Annotated[ExportFormat, typer.Option("--format", help="the layout to write")]
+                 = ExportFormat.sentence_transformers,
+                 overwrite: Annotated[bool, typer.Option("--overwrite", help="replace a sentence-transformers "
+                                                         "model folder already at --out")] = False,
+                 push_to_hub: Annotated[Optional[str], typer.Option("--push-to-hub", help="also upload the folder "
+                                                                    "to this hub repo (owner/name; needs a login)")]
+                 = None) -> None:
+    """Write MODEL as a sentence-transformers SparseEncoder folder (inference-free models as its router layout:
+    IDF queries, MLM documents) with a model card; SparseEncoder(OUT) loads it."""
+    from lsr.encoders.export import export_model
+
+    export_model(model, out, fmt=fmt.value, overwrite=overwrite, push_to_hub=push_to_hub, log=typer.echo)
 
 
 @app.command()

@@ -103,8 +103,9 @@ class IdfQueryEncoder:
         return path
 
     @classmethod
-    def load(cls, folder: str | Path, tokenizer, **kwargs) -> IdfQueryEncoder:
-        path = Path(folder) / IDF_FILE
+    def load(cls, source: str | Path, tokenizer, **kwargs) -> IdfQueryEncoder:
+        """From a {token: idf} table: `source` is the JSON file or the folder holding `idf.json`."""
+        path = Path(source) if str(source).endswith(".json") else Path(source) / IDF_FILE
         table = read_json_object(path, "IDF table")
         vocab = tokenizer.get_vocab()
         idf = np.zeros(len(tokenizer), dtype=np.float32)

@@ -13,54 +13,104 @@ from lsr.kernels import check_backend, splade_head
 from .base import (DEFAULT_MAX_LENGTH, check_sizes, checked_texts, detach_output_head, encode_sorted,
                    length_batches, final_hidden_states, read_encoder_settings, write_encoder_settings)
 from .device import resolve_device, to_device
-from .idf import IdfQueryEncoder, has_idf
+from .idf import IdfQueryEncoder
+from .layouts import SparseLayout, read_layout
+
+
+def _pooled_logits(logits: torch.Tensor, attention_mask: torch.Tensor, pooling: str, activation: str) -> torch.Tensor:
+    """SPLADE weights from full (batch, tokens, vocab) logits for the poolings and activations the fused head
+    does not cover (sentence-transformers' SpladePooling): log(1 + ReLU) (twice for `log1p_relu`) of the
+    masked logits, max or summed over tokens."""
+    x = torch.log1p(torch.relu(logits * attention_mask.unsqueeze(-1).to(logits.dtype)))
+    if activation == "log1p_relu":
+        x = torch.log1p(x)
+    return x.amax(dim=1) if pooling == "max" else x.sum(dim=1)
 
 
 class SpladeEncoder:
     """Encodes texts into SPLADE vectors; satisfies lsr.index's QueryEncoder and DocumentEncoder.
 
     Texts are tokenised once, sorted by length and batched, so padding is minimal; results come back in
-    input order. A checkpoint folder holding an IDF table (`idf.json`, see lsr.encoders.idf) is an
-    inference-free model: documents go through the network, queries only through the IDF table.
+    input order. The folder may be any layout lsr.encoders.layouts reads (a plain masked LM, an OpenSearch
+    inference-free model, a sentence-transformers SparseEncoder with or without a router): inference-free
+    models (an IDF table on the query side) encode documents through the network and queries only through
+    the table. Pooling, activation, max lengths and prompts are the folder's own.
     """
 
     def __init__(self, source: str, *, max_length: int | None = None, batch_size: int = 32, head: str = "auto",
                  device: str | None = None, show_progress: bool = True) -> None:
-        """max_length None: the folder's recorded setting (lsr_encoder.json), else 256."""
+        """max_length None: the folder's recorded settings (lsr_encoder.json, or the sentence-transformers
+        lengths), else 256; a given max_length applies to queries and documents alike."""
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-        if max_length is None:
-            max_length = int(read_encoder_settings(source).get("max_length", DEFAULT_MAX_LENGTH))
-        check_sizes(batch_size=batch_size, max_length=max_length)
+        layout = read_layout(source)
+        settings = read_encoder_settings(layout.mlm) if layout.mlm.is_dir() else {}
+        doc_length = max_length or settings.get("max_length") or layout.document_max_length or DEFAULT_MAX_LENGTH
+        query_length = (max_length or settings.get("query_max_length") or settings.get("max_length")
+                        or layout.query_max_length or doc_length)
+        check_sizes(batch_size=batch_size, max_length=int(doc_length))
+        check_sizes(batch_size=batch_size, max_length=int(query_length))
         check_backend(head)  # lsr.kernels.HeadError before the model is loaded
         device = resolve_device(device)  # and a bad or unavailable device
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(source)
-            model = AutoModelForMaskedLM.from_pretrained(source)
+            self.tokenizer = AutoTokenizer.from_pretrained(str(layout.mlm))
+            model = AutoModelForMaskedLM.from_pretrained(str(layout.mlm))
         except OSError as e:
             raise LsrError(f"cannot load model {source!r}: {str(e).splitlines()[0]}") from e
+        self.layout = layout
+        self.pooling = settings.get("pooling", layout.pooling)
+        self.activation = settings.get("activation", layout.activation)
+        self.prompts = {"document": settings.get("document_prompt", layout.document_prompt),
+                        "query": settings.get("query_prompt", layout.query_prompt)}
         self.device = device
         self.head_module = detach_output_head(model)
         self.model = model.to(self.device).eval()
-        self.max_length = max_length
+        self.max_length = int(doc_length)
+        self.query_max_length = int(query_length)
         self.batch_size = batch_size
         self.head = head
         self.show_progress = show_progress
         self.vocab_size = int(self.head_module.weight.shape[0])
-        self.query_encoder = (IdfQueryEncoder.load(source, self.tokenizer, max_length=max_length)
-                              if has_idf(source) else None)
+        self.special_ids = sorted(i for i in set(self.tokenizer.all_special_ids) if i < self.vocab_size)
+        self.query_encoder = self._query_side(layout) if layout.inference_free else None
+
+    def _query_side(self, layout: SparseLayout) -> IdfQueryEncoder:
+        """The IDF query encoder of an inference-free layout, on the document side's vocabulary."""
+        from transformers import AutoTokenizer
+
+        tokenizer = self.tokenizer
+        if layout.query_tokenizer is not None and layout.query_tokenizer != layout.mlm:
+            tokenizer = AutoTokenizer.from_pretrained(str(layout.query_tokenizer))
+            if tokenizer.get_vocab() != self.tokenizer.get_vocab():
+                raise LsrError(f"{layout.query_tokenizer}: the query side's vocabulary ({len(tokenizer)} tokens) "
+                               f"differs from the document side's ({len(self.tokenizer)}, {layout.mlm}): the "
+                               "router's two routes must share one vocabulary")
+        if len(tokenizer) != self.vocab_size:
+            raise LsrError(f"{layout.mlm}: the tokenizer has {len(tokenizer)} tokens, the model's output "
+                           f"{self.vocab_size}")
+        if layout.idf_weights is not None:
+            return IdfQueryEncoder(tokenizer, layout.idf_weights, max_length=self.query_max_length)
+        return IdfQueryEncoder.load(layout.idf_json, tokenizer, max_length=self.query_max_length)
+
+    def _texts(self, texts: Sequence[str], side: str) -> list[str]:
+        """The texts as the model reads them: its prompt for the side prepended, lowercased where it says."""
+        texts = checked_texts(texts)
+        prompt = self.prompts[side]
+        texts = [prompt + t for t in texts] if prompt else texts
+        return [t.lower() for t in texts] if self.layout.lowercase else texts
 
     @property
     def inference_free(self) -> bool:
         return self.query_encoder is not None
 
     def encode_queries(self, texts: Sequence[str]) -> SparseBatch:
+        texts = self._texts(texts, "query")
         if self.query_encoder is not None:
             return self.query_encoder.encode_queries(texts)
-        return self.encode(texts, desc="queries")
+        return self.encode(texts, desc="queries", max_length=self.query_max_length)
 
     def encode_documents(self, texts: Sequence[str]) -> SparseBatch:
-        return self.encode(texts, desc="documents")
+        return self.encode(self._texts(texts, "document"), desc="documents")
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """One padded batch for `forward(**batch)` (training builds its batches with this)."""
@@ -75,29 +125,42 @@ class SpladeEncoder:
         (idf.json), so the saved folder loads back into the same encoder."""
         self.model.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
-        write_encoder_settings(folder, {"max_length": self.max_length})
+        settings = {"max_length": self.max_length}
+        recorded = {"query_max_length": (self.query_max_length, self.max_length), "pooling": (self.pooling, "max"),
+                    "activation": (self.activation, "relu"), "document_prompt": (self.prompts["document"], ""),
+                    "query_prompt": (self.prompts["query"], "")}
+        settings.update({key: value for key, (value, default) in recorded.items() if value != default})
+        write_encoder_settings(folder, settings)
         if self.query_encoder is not None:
             self.query_encoder.save(folder)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(batch, vocab) SPLADE weights for one padded batch (differentiable)."""
         hidden = final_hidden_states(self.model, input_ids=input_ids, attention_mask=attention_mask)
-        return splade_head(hidden, self.head_module.weight, self.head_module.bias, attention_mask=attention_mask,
-                           backend=self.head)
+        if self.pooling == "max" and self.activation == "relu":
+            weights = splade_head(hidden, self.head_module.weight, self.head_module.bias,
+                                  attention_mask=attention_mask, backend=self.head)
+        else:
+            weights = _pooled_logits(self.head_module(hidden), attention_mask, self.pooling, self.activation)
+        if self.layout.drop_special_tokens:
+            weights = weights.index_fill(1, torch.tensor(self.special_ids, device=weights.device), 0.0)
+        return weights
 
     def document_batches(self, texts: Sequence[str]) -> list[np.ndarray]:
         """The batches `encode_documents(texts)` runs, as positions into `texts` (see `length_batches`)."""
-        return length_batches([len(x) for x in self._token_ids(checked_texts(texts))], self.batch_size)
+        return length_batches([len(x) for x in self._token_ids(self._texts(texts, "document"))], self.batch_size)
 
-    def _token_ids(self, texts: list[str]) -> list[list[int]]:
-        return self.tokenizer(texts, truncation=True, max_length=self.max_length, add_special_tokens=True)["input_ids"]
+    def _token_ids(self, texts: list[str], max_length: int | None = None) -> list[list[int]]:
+        return self.tokenizer(texts, truncation=True, max_length=max_length or self.max_length,
+                              add_special_tokens=True)["input_ids"]
 
     @torch.inference_mode()
-    def encode(self, texts: Sequence[str], desc: str = "texts") -> SparseBatch:
+    def encode(self, texts: Sequence[str], desc: str = "texts", max_length: int | None = None) -> SparseBatch:
+        """Texts as they are (no prompt) through the network, `max_length` tokens (the documents' by default)."""
         texts = checked_texts(texts)
         if not texts:
             return SparseBatch.empty(self.vocab_size)
-        ids = self._token_ids(texts)
+        ids = self._token_ids(texts, max_length)
 
         def run_batch(batch: list[list[int]]) -> torch.Tensor:
             padded = self.tokenizer.pad({"input_ids": batch}, return_tensors="pt")

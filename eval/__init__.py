@@ -1,4 +1,5 @@
-"""Evaluation and the offline jobs: BEIR loading (`load_beir`, `load_corpus`), metrics (`evaluate_run`), the
+"""Evaluation and the offline jobs: dataset loading (`load_beir`, `load_corpus`: BEIR folders and `irds:`
+ids through ir_datasets, `load_irds`), metrics (`evaluate_run`), the
 pipeline (`build_index`, `evaluate`, `EncoderOptions`, `EvalReport`), reports (`print_report`); benchmarks in
 `lsr.eval.bench`, other engines' adapters in `lsr.eval.engines`.
 
@@ -8,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_EXPORTS = {"load_beir": "beir", "load_corpus": "beir", "BeirDataset": "beir", "evaluate_run": "metrics",
+_EXPORTS = {"load_beir": "beir", "load_corpus": "beir", "BeirDataset": "dataset", "load_irds": "irds", "evaluate_run": "metrics",
             "build_index": "pipeline", "add_dense": "pipeline", "evaluate": "pipeline", "EncoderOptions": "pipeline",
             "EvalReport": "pipeline", "print_report": "report"}
 __all__ = sorted(_EXPORTS)

@@ -1,6 +1,7 @@
-"""BEIR datasets: a local folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) or a dataset name looked up
-under the data dir (`--data-dir`, else `LSR_DATA_DIR`, else a user cache folder, where the official archive
-is downloaded when online)."""
+"""Datasets, opened one way for every command: a local BEIR folder (corpus.jsonl, queries.jsonl,
+qrels/<split>.tsv), a dataset name looked up under the data dir (`--data-dir`, else `LSR_DATA_DIR`, else a
+user cache folder, where the official archive is downloaded when online), or an ir_datasets id
+`irds:<id>` (`irds:beir/scifact/test`; read through ir_datasets by lsr.eval.irds)."""
 from __future__ import annotations
 
 import json
@@ -8,43 +9,15 @@ import os
 import urllib.error
 import urllib.request
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from lsr.index import LsrError
 
+from .dataset import IRDS_PREFIX, BeirDataset, Document, is_irds  # noqa: F401  (importable from here, as before)
+
 BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
 BEIR_NAMES = ("arguana", "climate-fever", "cqadupstack", "dbpedia-entity", "fever", "fiqa", "hotpotqa", "msmarco",
               "nfcorpus", "nq", "quora", "scidocs", "scifact", "trec-covid", "webis-touche2020")
-
-
-@dataclass(frozen=True)
-class Document:
-    title: str
-    text: str
-
-    @property
-    def contents(self) -> str:
-        """The text every model sees: title and body joined by a space ("flat")."""
-        return f"{self.title} {self.text}".strip()
-
-
-@dataclass
-class BeirDataset:
-    name: str
-    path: Path
-    corpus: dict[str, Document]  # doc_id -> document, in file order
-    queries: dict[str, str]  # query_id -> text, only queries judged in the split
-    qrels: dict[str, dict[str, int]]  # query_id -> doc_id -> relevance
-    split: str
-
-    @property
-    def doc_ids(self) -> list[str]:
-        return list(self.corpus)
-
-    @property
-    def query_ids(self) -> list[str]:
-        return list(self.queries)
 
 
 def default_data_dir() -> Path:
@@ -135,6 +108,10 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
 
 def load_corpus(dataset: str | Path, data_dir: str | Path | None = None, limit: int | None = None) -> BeirDataset:
     """The corpus alone (first `limit` documents if given), with no queries."""
+    if is_irds(dataset):
+        from .irds import load_irds
+
+        return load_irds(str(dataset), limit=limit, with_queries=False)
     path = locate_dataset(dataset, data_dir)
     records = read_jsonl(path / "corpus.jsonl", ("_id",))
     if not records:
@@ -152,9 +129,16 @@ def load_corpus(dataset: str | Path, data_dir: str | Path | None = None, limit: 
     return BeirDataset(name=name, path=path, corpus=corpus, queries={}, qrels={}, split="")
 
 
-def load_beir(dataset: str | Path, split: str = "test", data_dir: str | Path | None = None,
+def load_beir(dataset: str | Path, split: str | None = None, data_dir: str | Path | None = None,
               limit: int | None = None) -> BeirDataset:
-    """Corpus (first `limit` documents if given), the split's judged queries and their qrels."""
+    """Corpus (first `limit` documents if given), the split's judged queries and their qrels. The split of a
+    folder defaults to test; an `irds:` id names its split itself (`irds:beir/scifact/test`), or takes it
+    from `split` (`irds:beir/scifact` + `test`)."""
+    if is_irds(dataset):
+        from .irds import load_irds
+
+        return load_irds(f"{dataset}/{split}" if split else str(dataset), limit=limit)
+    split = split or "test"
     ds = load_corpus(dataset, data_dir, limit)
     qrels = read_qrels(ds.path / "qrels" / f"{split}.tsv")
     all_queries = {str(r["_id"]): str(r["text"]) for r in read_jsonl(ds.path / "queries.jsonl", ("_id", "text"))}
