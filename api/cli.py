@@ -151,7 +151,7 @@ def index_build(dataset: Dataset, model: Model, out: Annotated[Path, typer.Optio
     and verified; until then an index already at OUT stays as it was."""
     from lsr.eval.beir import load_corpus
     from lsr.eval.distributed import build_index_ray, check_ray_build
-    from lsr.eval.pipeline import build_index, check_build, quantization_of
+    from lsr.eval.pipeline import build_index, check_build, check_milvus_options, quantization_of
     from lsr.index.files import check_writable_target
     from lsr.index.storage import is_lsr_index
 
@@ -165,7 +165,7 @@ def index_build(dataset: Dataset, model: Model, out: Annotated[Path, typer.Optio
         raise LsrError("--device goes with --engine local (Ray places each actor on a GPU where it has them)")
     options = _options(max_length, batch_size, head, device)
     check_ray_build(workers, shards, max(shards, 1))
-    _check_milvus_options(backend.value, milvus_uri, collection, milvus_index)
+    check_milvus_options(backend.value, milvus_uri, collection, milvus_index.value)
     check_writable_target(out, is_lsr_index if overwrite else None)
     ds = load_corpus(dataset, data_dir, limit)
     check_ray_build(workers, shards, len(ds.corpus))
@@ -197,16 +197,6 @@ def index_merge(out: Annotated[Path, typer.Argument(help="the sharded index fold
     done = merge_indexes(out, indexes, shards=shards, overwrite=overwrite, log=_note)
     typer.echo(f"merged {done['inputs']} index(es), {done['input_shards']} shard(s), {done['num_docs']:,} documents "
                f"into {out} ({done['shards']} shards)")
-
-
-def _check_milvus_options(backend: str, milvus_uri: str | None, collection: str | None,
-                          milvus_index: MilvusIndexName = MilvusIndexName.inverted) -> None:
-    if backend != "milvus" and (milvus_uri or collection or milvus_index != MilvusIndexName.inverted):
-        raise LsrError("--milvus-uri, --collection and --milvus-index go with --backend milvus")
-    if collection is not None:
-        from lsr.index.milvus import build_collection_name
-
-        build_collection_name(collection, True)
 
 
 @export_app.command("milvus")
@@ -316,12 +306,12 @@ def eval_(dataset: Dataset, model: Model, split: Split = None, limit: Limit = No
     """Evaluate a model on a BEIR split through the search service: nDCG@10, R@100, RR@10 and efficiency (with
     --drop-ratio, also recall@10 against the exact ranking)."""
     from lsr.eval.beir import load_beir
-    from lsr.eval.pipeline import evaluate
+    from lsr.eval.pipeline import check_milvus_options, evaluate
     from lsr.eval.report import print_report
     from lsr.index import write_trec_run
 
     ranking = _ranking(mode, prf, fusion, alpha, prf_placement, fuse_in)
-    _check_milvus_options(backend.value, milvus_uri, None)
+    check_milvus_options(backend.value, milvus_uri)
     options = _options(max_length, batch_size, head, device)
     ds = load_beir(dataset, split, data_dir, limit)
     report = evaluate(ds, model, options, index_dir=index, bits=int(bits.value), dense=dense, ranking=ranking,

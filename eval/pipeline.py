@@ -46,6 +46,17 @@ def load_sparse_encoder(model: str, options: EncoderOptions):
                         head=options.head, show_progress=options.show_progress, device=options.device)
 
 
+def check_milvus_options(backend: str, milvus_uri: str | None = None, collection: str | None = None,
+                         milvus_index: str = "SPARSE_INVERTED_INDEX") -> None:
+    """The Milvus options go with the Milvus backend, and a collection name is one Milvus takes."""
+    if backend != "milvus" and (milvus_uri or collection or milvus_index != "SPARSE_INVERTED_INDEX"):
+        raise LsrError("--milvus-uri, --collection and --milvus-index go with --backend milvus")
+    if backend == "milvus":
+        from lsr.index.milvus import build_collection_name
+
+        build_collection_name(collection, True)
+
+
 def check_build(model: str, *, dense: str | None = None, bits: int = 8, backend: str = "lsr") -> None:
     """Everything about a build that can be checked before any model loads: names, kinds, bits, backend."""
     if backend not in BACKENDS:
@@ -118,19 +129,13 @@ def build_index(dataset: BeirDataset, model: str, out: str | Path, options: Enco
     """`lsr index build`: the sparse index, the documents' text, a dense store if `dense` names a model, and a
     Lucene index for the `lucene` backend or a Milvus collection for `milvus` (at `milvus_uri`, default a
     Milvus Lite file in the folder; the dense vectors go into it too; `milvus_index` its sparse index), all in
-    one folder that appears whole or
-    not at all; with `shards` > 1, a sharded folder of that many (lsr backend); `quantization` fixes the scale
-    (`quantization_of` an index this one is to be merged with). Names and the target are checked
+    one folder that appears whole or not at all; with `shards` > 1, a sharded folder of that many (lsr
+    backend); `quantization` fixes the scale (`quantization_of` an index this one is to be merged with). Names and the target are checked
     before any model loads; `encoder` (an already loaded sparse encoder) skips loading; `documents=False` leaves
     the text out (hits then carry ids and scores only)."""
     out = Path(out)
     check_build(model, dense=dense, bits=bits, backend=backend)
-    if backend != "milvus" and (milvus_uri or collection):
-        raise LsrError("--milvus-uri and --collection go with --backend milvus")
-    if backend == "milvus":
-        from lsr.index.milvus import build_collection_name
-
-        build_collection_name(collection, True)
+    check_milvus_options(backend, milvus_uri, collection, milvus_index)
     check_writable_target(out, is_lsr_index if overwrite else None)
     encoder = encoder or load_sparse_encoder(model, options)
     start = time.perf_counter()
