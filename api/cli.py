@@ -36,8 +36,9 @@ DEFAULT = Ranking()
 
 Dataset = Annotated[str, typer.Option("--dataset", help="BEIR dataset name (under the data dir), folder, or "
                                        "irds:<ir_datasets id> (irds:beir/scifact/test)")]
-Split = Annotated[Optional[str], typer.Option("--split", help="qrels split: test, dev, train [test; an irds: id "
-                                              "names its own]")]
+Split = Annotated[Optional[str], typer.Option("--split", help="qrels split: test, dev, train, or train-dev / "
+                                              "train-fit (carved from train: eval.beir.CARVED_SPLITS) [test; an "
+                                              "irds: id names its own]")]
 Model = Annotated[str, typer.Option("--model", help="registered name (splade-tiny, bm25, ...), folder or hub id")]
 DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="folder of BEIR datasets [env LSR_DATA_DIR]")]
 Limit = Annotated[Optional[int], typer.Option("--limit", min=1, help="only the first N corpus documents")]
@@ -79,6 +80,10 @@ Shards = Annotated[int, typer.Option("--shards", help="split the index into N sh
                                      "ranges (a sharded folder, searched as one)")]
 RayAddress = Annotated[Optional[str], typer.Option("--ray-address", help="a running Ray cluster (ray://HOST:PORT or "
                                                    "HOST:PORT) [default: start a local Ray on 127.0.0.1]")]
+CollectionIdf = Annotated[Optional[float], typer.Option("--collection-idf-weight", min=0.0, max=1.0,
+                          help="inference-free models: weight of the indexed collection's own BM25 IDF blended "
+                          "with the trained table (0: the table alone, 1: the collection's) [the model's "
+                          "recorded weight]")]
 # where encoders (and `lsr train`) run: lsr.encoders.device resolves it before any model loads
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N [auto: CUDA if there is one]")]
 
@@ -93,11 +98,13 @@ def _device(name: str | None) -> str | None:
     return name
 
 
-def _options(max_length: int | None, batch_size: int, head: HeadName, device: str = "auto"):
+def _options(max_length: int | None, batch_size: int, head: HeadName, device: str = "auto",
+             collection_idf_weight: float | None = None):
     from lsr.eval.pipeline import EncoderOptions
 
     return EncoderOptions(max_length=max_length, batch_size=batch_size, head=head.value,
-                          show_progress=sys.stderr.isatty(), device=_device(device))
+                          show_progress=sys.stderr.isatty(), device=_device(device),
+                          collection_idf_weight=collection_idf_weight)
 
 
 def _ranking(mode: Mode, prf: bool, fusion: Fusion, alpha: float, placement: PrfPlacement,
@@ -302,7 +309,7 @@ def eval_(dataset: Dataset, model: Model, split: Split = None, limit: Limit = No
           run_out: Annotated[Optional[Path], typer.Option("--run", help="write the TREC run file")] = None,
           bits: Bits = BitsChoice.b8, max_length: ModelMaxLength = None, batch_size: BatchSize = 32, head: Head = HeadName.auto,
           backend: BackendOpt = SearchBackend.lsr, milvus_uri: MilvusUri = None, data_dir: DataDir = None,
-          device: Device = "auto") -> None:
+          device: Device = "auto", collection_idf_weight: CollectionIdf = None) -> None:
     """Evaluate a model on a BEIR split through the search service: nDCG@10, R@100, RR@10 and efficiency (with
     --drop-ratio, also recall@10 against the exact ranking)."""
     from lsr.eval.beir import load_beir
@@ -312,7 +319,7 @@ def eval_(dataset: Dataset, model: Model, split: Split = None, limit: Limit = No
 
     ranking = _ranking(mode, prf, fusion, alpha, prf_placement, fuse_in)
     check_milvus_options(backend.value, milvus_uri)
-    options = _options(max_length, batch_size, head, device)
+    options = _options(max_length, batch_size, head, device, collection_idf_weight)
     ds = load_beir(dataset, split, data_dir, limit)
     report = evaluate(ds, model, options, index_dir=index, bits=int(bits.value), dense=dense, ranking=ranking,
                       depth=depth, backend=backend.value, milvus_uri=milvus_uri, drop_ratio=drop_ratio)

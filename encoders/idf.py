@@ -6,6 +6,15 @@
 so `score(q, d) = sum over t in q of idf_t * w_d(t)`. The table is computed over a training corpus with the
 model's own tokenizer and saved beside the model's weights as `idf.json` ({token: idf}, the layout OpenSearch's
 inference-free models use), so it travels with `save_pretrained` / `from_pretrained`.
+
+Corpus-adaptive IDF: an index built with an inference-free model stores its collection's document frequencies
+(`lsr.index.termstats`), and the query side searching it blends the two tables,
+
+    idf_t = (1 - w) * trained_t + w * bm25_idf(df_t of the collection)
+
+with the weight `w` the model records (`collection_idf_weight` in lsr_encoder.json; 0 leaves the trained
+table alone). Tokens the collection never contains keep their trained weight: a document may still hold them
+by expansion, and the BM25 IDF of an absent token (its largest value) would over-weight them.
 """
 from __future__ import annotations
 
@@ -17,6 +26,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from lsr.index import LsrError, SparseBatch
+from lsr.index.termstats import CollectionStats
 
 from .base import checked_texts, read_json_object
 
@@ -77,6 +87,24 @@ class IdfQueryEncoder:
         if num_docs == 0:
             raise LsrError("cannot compute IDF over an empty corpus")
         return cls(tokenizer, bm25_idf(df, num_docs), **kwargs)
+
+    def blended(self, stats: CollectionStats, weight: float) -> IdfQueryEncoder:
+        """This table blended with the BM25 IDF of a collection (module docstring), as a new encoder."""
+        if not 0.0 <= weight <= 1.0:
+            raise LsrError(f"collection IDF weight must be in [0, 1], got {weight}")
+        if len(stats.df) != self.vocab_size:
+            raise LsrError(f"collection statistics over {len(stats.df)} tokens, the IDF table has {self.vocab_size}")
+        seen = stats.df > 0
+        idf = self.idf.copy()
+        idf[seen] = (1.0 - weight) * idf[seen] + weight * bm25_idf(stats.df[seen], stats.num_docs)
+        return IdfQueryEncoder(self.tokenizer, idf, max_length=self.max_length)
+
+    def collection_stats(self, texts: Iterable[str]) -> CollectionStats:
+        """The document frequencies of this tokenizer's tokens over a collection's texts (build time)."""
+        df, num_docs = document_frequencies(self.tokenizer, texts)
+        if num_docs == 0:
+            raise LsrError("cannot compute collection statistics over an empty corpus")
+        return CollectionStats(df, num_docs)
 
     def encode_queries(self, texts: Sequence[str]) -> SparseBatch:
         texts = checked_texts(texts)

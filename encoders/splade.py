@@ -1,6 +1,7 @@
 """SPLADE encoder for any masked-LM checkpoint: backbone -> fused SPLADE head -> sparse vectors."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Sequence
 
@@ -8,6 +9,7 @@ import numpy as np
 import torch
 
 from lsr.index import LsrError, SparseBatch
+from lsr.index.termstats import CollectionStats
 from lsr.kernels import check_backend, splade_head
 
 from .base import (DEFAULT_MAX_LENGTH, check_sizes, checked_texts, detach_output_head, encode_sorted,
@@ -38,9 +40,11 @@ class SpladeEncoder:
     """
 
     def __init__(self, source: str, *, max_length: int | None = None, batch_size: int = 32, head: str = "auto",
-                 device: str | None = None, show_progress: bool = True) -> None:
+                 device: str | None = None, show_progress: bool = True,
+                 collection_idf_weight: float | None = None) -> None:
         """max_length None: the folder's recorded settings (lsr_encoder.json, or the sentence-transformers
-        lengths), else 256; a given max_length applies to queries and documents alike."""
+        lengths), else 256; a given max_length applies to queries and documents alike. collection_idf_weight
+        None: the folder's recorded weight of the collection's IDF (lsr.encoders.idf), else 0."""
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
         layout = read_layout(source)
@@ -73,6 +77,10 @@ class SpladeEncoder:
         self.vocab_size = int(self.head_module.weight.shape[0])
         self.special_ids = sorted(i for i in set(self.tokenizer.all_special_ids) if i < self.vocab_size)
         self.query_encoder = self._query_side(layout) if layout.inference_free else None
+        weight = settings.get("collection_idf_weight", 0.0) if collection_idf_weight is None else collection_idf_weight
+        if not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
+            raise LsrError(f"{source}: collection_idf_weight must be a number in [0, 1], got {weight!r}")
+        self.collection_idf_weight = float(weight)
 
     def _query_side(self, layout: SparseLayout) -> IdfQueryEncoder:
         """The IDF query encoder of an inference-free layout, on the document side's vocabulary."""
@@ -103,6 +111,24 @@ class SpladeEncoder:
     def inference_free(self) -> bool:
         return self.query_encoder is not None
 
+    def collection_stats(self, texts: Sequence[str]) -> CollectionStats | None:
+        """What an index over these documents stores for the query side (lsr.index.termstats): the document
+        frequencies of the query tokenizer's tokens in the documents' text (as the model reads it, no prompt),
+        for an inference-free model; None for a siamese one."""
+        if self.query_encoder is None:
+            return None
+        texts = checked_texts(texts)
+        return self.query_encoder.collection_stats([t.lower() for t in texts] if self.layout.lowercase else texts)
+
+    def for_collection(self, stats: CollectionStats) -> SpladeEncoder:
+        """This encoder with its IDF table blended with the collection's (weight `collection_idf_weight`); itself
+        when there is nothing to blend. The model's weights are shared, not copied."""
+        if self.query_encoder is None or self.collection_idf_weight == 0.0:
+            return self
+        adapted = copy.copy(self)
+        adapted.query_encoder = self.query_encoder.blended(stats, self.collection_idf_weight)
+        return adapted
+
     def encode_queries(self, texts: Sequence[str]) -> SparseBatch:
         texts = self._texts(texts, "query")
         if self.query_encoder is not None:
@@ -128,7 +154,8 @@ class SpladeEncoder:
         settings = {"max_length": self.max_length}
         recorded = {"query_max_length": (self.query_max_length, self.max_length), "pooling": (self.pooling, "max"),
                     "activation": (self.activation, "relu"), "document_prompt": (self.prompts["document"], ""),
-                    "query_prompt": (self.prompts["query"], "")}
+                    "query_prompt": (self.prompts["query"], ""),
+                    "collection_idf_weight": (self.collection_idf_weight, 0.0)}
         settings.update({key: value for key, (value, default) in recorded.items() if value != default})
         write_encoder_settings(folder, settings)
         if self.query_encoder is not None:

@@ -16,6 +16,12 @@ from lsr.index import LsrError
 from .dataset import IRDS_PREFIX, BeirDataset, Document, is_irds  # noqa: F401  (importable from here, as before)
 
 BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
+# Splits carved from a dataset's train split for honest selection (docs/TRAINING.md): `train-dev` holds a
+# fixed DEV_FRACTION of the train queries (drawn by DEV_SEED from the sorted query ids), `train-fit` the rest.
+# Training reads `train-fit` of any dataset whose `train-dev` is used for choosing; nothing is chosen on test.
+CARVED_SPLITS = {"train-dev": ("train", True), "train-fit": ("train", False)}
+DEV_FRACTION = 0.2
+DEV_SEED = 20261201
 BEIR_NAMES = ("arguana", "climate-fever", "cqadupstack", "dbpedia-entity", "fever", "fiqa", "hotpotqa", "msmarco",
               "nfcorpus", "nq", "quora", "scidocs", "scifact", "trec-covid", "webis-touche2020")
 
@@ -106,6 +112,27 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     return qrels
 
 
+def carve_dev(query_ids, fraction: float = DEV_FRACTION, seed: int = DEV_SEED) -> set[str]:
+    """The query ids of a carved dev split: round(fraction * n) of them, drawn by a fixed seed from the sorted
+    ids, so the split is the same on every machine and independent of file order."""
+    import numpy as np
+
+    ids = sorted(query_ids)
+    take = int(round(fraction * len(ids)))
+    chosen = np.random.default_rng(seed).permutation(len(ids))[:take]
+    return {ids[i] for i in chosen}
+
+
+def read_split_qrels(folder: Path, split: str) -> dict[str, dict[str, int]]:
+    """The qrels of a split: a qrels/<split>.tsv, or a carved split (CARVED_SPLITS) of its parent's file."""
+    if split in CARVED_SPLITS and not (folder / "qrels" / f"{split}.tsv").is_file():
+        parent, is_dev = CARVED_SPLITS[split]
+        qrels = read_qrels(folder / "qrels" / f"{parent}.tsv")
+        dev = carve_dev(qrels)
+        return {q: rels for q, rels in qrels.items() if (q in dev) == is_dev}
+    return read_qrels(folder / "qrels" / f"{split}.tsv")
+
+
 def load_corpus(dataset: str | Path, data_dir: str | Path | None = None, limit: int | None = None) -> BeirDataset:
     """The corpus alone (first `limit` documents if given), with no queries."""
     if is_irds(dataset):
@@ -132,7 +159,7 @@ def load_corpus(dataset: str | Path, data_dir: str | Path | None = None, limit: 
 def load_beir(dataset: str | Path, split: str | None = None, data_dir: str | Path | None = None,
               limit: int | None = None) -> BeirDataset:
     """Corpus (first `limit` documents if given), the split's judged queries and their qrels. The split of a
-    folder defaults to test; an `irds:` id names its split itself (`irds:beir/scifact/test`), or takes it
+    folder defaults to test (`train-dev` and `train-fit` are carved from train: CARVED_SPLITS); an `irds:` id names its split itself (`irds:beir/scifact/test`), or takes it
     from `split` (`irds:beir/scifact` + `test`)."""
     if is_irds(dataset):
         from .irds import load_irds
@@ -140,7 +167,7 @@ def load_beir(dataset: str | Path, split: str | None = None, data_dir: str | Pat
         return load_irds(f"{dataset}/{split}" if split else str(dataset), limit=limit)
     split = split or "test"
     ds = load_corpus(dataset, data_dir, limit)
-    qrels = read_qrels(ds.path / "qrels" / f"{split}.tsv")
+    qrels = read_split_qrels(ds.path, split)
     all_queries = {str(r["_id"]): str(r["text"]) for r in read_jsonl(ds.path / "queries.jsonl", ("_id", "text"))}
     missing = [q for q in qrels if q not in all_queries]
     if missing:

@@ -114,7 +114,7 @@ def build_index_ray(dataset: BeirDataset, model: str, out: str | Path, options, 
     """The sharded index of `dataset` built on Ray (see the module docstring); the build's figures."""
     from tqdm.auto import tqdm
 
-    from .pipeline import _documents, check_build, load_sparse_encoder, write_shards
+    from .pipeline import _documents, check_build, collection_parts, load_sparse_encoder, write_shards
 
     out = Path(out)
     texts = [d.contents for d in dataset.corpus.values()]
@@ -187,5 +187,6 @@ def build_index_ray(dataset: BeirDataset, model: str, out: str | Path, options, 
     write_start = time.perf_counter()
     write_shards(out, docs, dataset.doc_ids, shards=shards, vocab_size=encoder.vocab_size, bits=bits, info=info,
                  vectors=vectors, dense_meta=dense_meta, documents=_documents(dataset) if documents else None,
-                 overwrite=overwrite, log=log, show_progress=options.show_progress, quantization=quantization)
+                 overwrite=overwrite, log=log, show_progress=options.show_progress, quantization=quantization,
+                 parts=collection_parts(encoder, dataset))
     return {**figures, "index_build_s": time.perf_counter() - write_start}

@@ -24,6 +24,7 @@ from lsr.index.files import check_writable_target, failpoint
 from lsr.index.lucene import BACKENDS, write_lucene_index
 from lsr.index.shards import ShardedWriter, open_shards
 from lsr.index.storage import is_lsr_index
+from lsr.index.termstats import collection_stats_part
 
 from .beir import BeirDataset
 from .metrics import evaluate_run
@@ -38,12 +39,28 @@ class EncoderOptions:
     head: str = "auto"
     show_progress: bool = True
     device: str | None = None  # lsr.encoders.device names; None: auto
+    collection_idf_weight: float | None = None  # inference-free models: None = the model's recorded weight
 
 
 def load_sparse_encoder(model: str, options: EncoderOptions):
     """The sparse encoder for a registered name, folder or hub id; a clear error for other kinds."""
-    return load_encoder(resolve_model(model), max_length=options.max_length, batch_size=options.batch_size,
-                        head=options.head, show_progress=options.show_progress, device=options.device)
+    spec = resolve_model(model)
+    extra = {}
+    if options.collection_idf_weight is not None:
+        if spec.kind != "splade":
+            raise LsrError(f"--collection-idf-weight goes with an inference-free SPLADE model, not {model!r}")
+        extra["collection_idf_weight"] = options.collection_idf_weight
+    encoder = load_encoder(spec, max_length=options.max_length, batch_size=options.batch_size, head=options.head,
+                           show_progress=options.show_progress, device=options.device, **extra)
+    if extra and not encoder.inference_free:
+        raise LsrError(f"--collection-idf-weight goes with an inference-free model; {model!r} encodes its queries")
+    return encoder
+
+
+def collection_parts(encoder, dataset: BeirDataset) -> list:
+    """The index part an inference-free encoder's query side needs: the collection's document frequencies."""
+    stats = getattr(encoder, "collection_stats", lambda texts: None)([d.contents for d in dataset.corpus.values()])
+    return [] if stats is None else [collection_stats_part(stats)]
 
 
 def check_milvus_options(backend: str, milvus_uri: str | None = None, collection: str | None = None,
@@ -89,23 +106,23 @@ def _encode_dense(dataset: BeirDataset, model: str, max_length: int | None, batc
 def write_shards(out: Path, docs: SparseBatch, doc_ids: list[str], *, shards: int, vocab_size: int, bits: int,
                  info: dict[str, Any], vectors: np.ndarray | None = None, dense_meta: dict | None = None,
                  documents: list[StoredDocument] | None = None, overwrite: bool = False, log: Log | None = None,
-                 show_progress: bool = False, quantization: Quantization | None = None) -> None:
+                 show_progress: bool = False, quantization: Quantization | None = None, parts: list = ()) -> None:
     """A sharded index folder of encoded documents: one quantisation scale over all of them (fitted as a plain
-    build fits it, or `quantization`), each shard with its slice of the dense vectors and documents, published
-    whole."""
+    build fits it, or `quantization`), each shard with its slice of the dense vectors and documents and the
+    whole-collection `parts` (the collection statistics), published whole."""
     from tqdm.auto import tqdm
 
     quant = quantization or Quantization.fit(float(docs.weights.max()) if docs.nnz else 1.0, bits)
     writer = ShardedWriter(out, num_docs=len(doc_ids), shards=shards, overwrite=overwrite, log=log)
     with writer, tqdm(total=shards, desc="writing shards", unit="shard", disable=not show_progress) as bar:
         for i, (a, b) in enumerate(writer.ranges):
-            parts = []
+            shard_parts = list(parts)
             if vectors is not None:
-                parts.append(dense_part(vectors[a:b], dense_meta))
+                shard_parts.append(dense_part(vectors[a:b], dense_meta))
             if documents is not None:
-                parts.append(documents_part(documents[a:b]))
+                shard_parts.append(documents_part(documents[a:b]))
             writer.write_shard(i, docs.select(np.arange(a, b)), doc_ids[a:b], vocab_size=vocab_size,
-                               quantization=quant, info=info, parts=parts)
+                               quantization=quant, info=info, parts=shard_parts)
             bar.update(1)
         writer.commit(info)
 
@@ -154,6 +171,8 @@ def build_index(dataset: BeirDataset, model: str, out: str | Path, options: Enco
 
         parts.append(milvus_part(milvus_uri, collection, dense=vectors, sparse_index=milvus_index,
                                  progress=options.show_progress))
+    stats_parts = collection_parts(encoder, dataset)
+    parts.extend(stats_parts)
     if documents:
         parts.append(documents_part(_documents(dataset)))
     info = {"model": model_reference(model), "max_length": encoder.max_length, "dataset": dataset.name,
@@ -164,7 +183,8 @@ def build_index(dataset: BeirDataset, model: str, out: str | Path, options: Enco
             raise LsrError("--shards builds the lsr backend only")
         write_shards(out, docs, dataset.doc_ids, shards=shards, vocab_size=encoder.vocab_size, bits=bits, info=info,
                      vectors=vectors, dense_meta=dense_meta, documents=_documents(dataset) if documents else None,
-                     overwrite=overwrite, log=log, show_progress=options.show_progress, quantization=quantization)
+                     overwrite=overwrite, log=log, show_progress=options.show_progress, quantization=quantization,
+                     parts=stats_parts)
         return {**figures, "index_build_s": time.perf_counter() - start}
     with IndexWriter(out, vocab_size=encoder.vocab_size, bits=bits, info=info, overwrite=overwrite, parts=parts,
                      quantization=quantization, log=log) as writer:

@@ -11,6 +11,10 @@ from .sparse import SparseBatch
 
 
 class QueryEncoder(Protocol):
+    """May also have `for_collection(stats: termstats.CollectionStats) -> QueryEncoder`: the encoder adapted to
+    the statistics of the collection an index holds (an inference-free side blending the collection's IDF);
+    `SearchService` calls it when the folder records statistics."""
+
     def encode_queries(self, texts: Sequence[str]) -> SparseBatch: ...
 
 

@@ -39,6 +39,7 @@ from .protocols import DenseQueryEncoder, EncoderProvider, QueryEncoder
 from .ranking import FuseIn, Fusion, Mode, PrfPlacement, Ranking
 from .shards import open_shards
 from .sparse import SparseBatch
+from .termstats import read_collection_stats
 
 
 @dataclass
@@ -71,6 +72,9 @@ class SearchService:
             if encoders is None or not self.sparse_model:
                 raise LsrError(f"{self.path}: no sparse query encoder (the index records no model)")
             sparse_encoder = encoders.sparse_query_encoder(info)
+        self.collection_stats = read_collection_stats(self.path)
+        if self.collection_stats is not None and hasattr(sparse_encoder, "for_collection"):
+            sparse_encoder = sparse_encoder.for_collection(self.collection_stats)  # an inference-free query side
         self.sparse_encoder = sparse_encoder
         self.dense_encoder = None
         self.dense_model: str | None = None
