@@ -372,7 +372,10 @@ def train(config: Annotated[Path, typer.Option("--config", help="training config
           restart: Annotated[bool, typer.Option("--restart", help="discard the run in `out` and start over")] = False,
           data_dir: DataDir = None,
           device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N [the config's "
-                                                        "`device`, else auto]")] = None) -> None:
+                                                        "`device`, else auto]")] = None,
+          seed: Annotated[Optional[int], typer.Option("--seed", min=0, help="the config's `seed`, replaced "
+                                                      "(one config, several seeds)")] = None,
+          out: Annotated[Optional[Path], typer.Option("--out", help="the config's `out`, replaced")] = None) -> None:
     """Train a SPLADE student (inference-free or siamese) by ensemble distillation; resumes `out` if it holds a
     checkpoint of the same configuration."""
     from lsr.eval.beir import load_beir
@@ -381,8 +384,8 @@ def train(config: Annotated[Path, typer.Option("--config", help="training config
 
     _device(device)
     cfg = load_config(config)
-    if device is not None:
-        cfg = cfg.model_copy(update={"device": device})
+    changes = {key: value for key, value in (("device", device), ("seed", seed), ("out", out)) if value is not None}
+    cfg = cfg.model_copy(update=changes)
     _device(cfg.device)
     datasets = [load_beir(d.name, d.split, data_dir) for d in cfg.data.datasets]
     summary = run(cfg, datasets, restart=restart, log=typer.echo)

@@ -24,7 +24,8 @@ from lsr.index.files import check_writable_target, failpoint
 from lsr.index.lucene import BACKENDS, write_lucene_index
 from lsr.index.shards import ShardedWriter, open_shards
 from lsr.index.storage import is_lsr_index
-from lsr.index.termstats import collection_stats_part
+from lsr.index.folder import amend_index
+from lsr.index.termstats import collection_stats_part, read_collection_stats
 
 from .beir import BeirDataset
 from .metrics import evaluate_run
@@ -234,8 +235,9 @@ def open_or_build_index(dataset: BeirDataset, model: str, encoder, path: Path, o
                         bits: int = 8, backend: str = "lsr", dense: str | None = None,
                         milvus_uri: str | None = None) -> dict[str, Any]:
     """Make `path` hold this model's index of this corpus for this backend (with a dense store of `dense` if
-    given): reused when it does, built there when nothing is; returns the encoding figures (measured now or
-    recorded at build)."""
+    given): reused when it does (a plain folder of an inference-free model built before indexes kept collection
+    statistics gets them from the dataset), built there when nothing is; returns the encoding figures (measured
+    now or recorded at build)."""
     if not (path / "meta.json").exists():
         return build_index(dataset, model, path, options, dense=dense, bits=bits, backend=backend, encoder=encoder,
                            milvus_uri=milvus_uri)
@@ -250,6 +252,10 @@ def open_or_build_index(dataset: BeirDataset, model: str, encoder, path: Path, o
     if built_for != backend:
         raise LsrError(f"{path} was built for the {built_for} backend, not {backend}")
     figures = dict(index.info.get("build", {}))
+    if index.num_shards == 1 and read_collection_stats(path) is None:
+        parts = collection_parts(encoder, dataset)  # built before indexes kept them: added from the dataset
+        if parts:
+            amend_index(path, parts[0])
     if dense and index.num_shards > 1:
         if not index.has_dense or (index.dense_info or {}).get("model") != model_reference(dense):
             raise LsrError(f"{path} is sharded without a dense store of {dense!r} (build it with --dense {dense})")

@@ -12,7 +12,7 @@ from lsr.encoders.idf import document_frequencies
 from lsr.eval.beir import DEV_FRACTION, carve_dev, load_beir, load_corpus
 from lsr.eval.pipeline import EncoderOptions, build_index, load_sparse_encoder
 from lsr.index import IndexFormatError, LsrError, SearchService
-from lsr.index.termstats import STATS_FILE, CollectionStats, read_collection_stats
+from lsr.index.termstats import STATS_FILE, STATS_KEY, CollectionStats, read_collection_stats
 
 NUM_DOCS = 60
 
@@ -93,3 +93,17 @@ def test_a_damaged_statistics_file_is_refused(ifree_index, tmp_path):
         SearchService(copy, sparse_encoder=load_sparse_encoder("lsr-ifree-tiny", EncoderOptions(show_progress=False)))
     with pytest.raises(IndexFormatError, match=STATS_FILE):
         read_collection_stats(copy)  # its own shape check, without the folder's checksums
+
+
+def test_a_folder_built_before_the_statistics_gets_them_when_reused(ifree_index, ifree, tmp_path):
+    from lsr.eval.pipeline import open_or_build_index
+    from lsr.index import IndexReader, IndexWriter
+
+    corpus, path = ifree_index
+    old = tmp_path / "old"
+    info = {k: v for k, v in IndexReader(path).info.items() if k != STATS_KEY}
+    with IndexWriter(old, vocab_size=ifree.vocab_size, info=info) as writer:  # no statistics part
+        writer.add(ifree.encode_documents([d.contents for d in corpus.corpus.values()]), corpus.doc_ids)
+    assert read_collection_stats(old) is None
+    open_or_build_index(corpus, "lsr-ifree-tiny", ifree, old, EncoderOptions(max_length=64, show_progress=False))
+    np.testing.assert_array_equal(read_collection_stats(old).df, read_collection_stats(path).df)
