@@ -116,6 +116,9 @@ class SearchService:
             "shards": self.index.num_shards,
             "engine": self.index.engine,
             "drop_ratio": self.drop_ratio,
+            # an inference-free query side: the weight of the collection's own IDF (None: no statistics used)
+            "collection_idf_weight": (getattr(self.sparse_encoder, "collection_idf_weight", None)
+                                      if self.collection_stats is not None else None),
             "modes": list(self.modes),
             "dataset": self.index.info.get("dataset"),
         }

@@ -73,11 +73,12 @@ def test_an_inference_free_build_stores_the_collection_and_the_query_side_uses_i
         np.testing.assert_array_equal(got.term_ids, want.term_ids)
         np.testing.assert_allclose(got.weights, want.weights, rtol=1e-6)
         assert (weight == 0.0) == np.array_equal(got.weights, encoder.encode_queries([query]).weights)
+        assert service.stats()["collection_idf_weight"] == weight
         service.close()
 
 
-def test_a_siamese_build_stores_nothing_and_the_weight_needs_an_inference_free_model(api_index_dir):
-    assert read_collection_stats(api_index_dir) is None
+def test_a_siamese_build_stores_nothing_and_the_weight_needs_an_inference_free_model(api_index_dir, api_service):
+    assert read_collection_stats(api_index_dir) is None and api_service.stats()["collection_idf_weight"] is None
     with pytest.raises(LsrError, match="inference-free"):
         load_sparse_encoder("splade-tiny", EncoderOptions(show_progress=False, collection_idf_weight=0.5))
 
