@@ -14,8 +14,8 @@ The arrays (`Encoded`, written as `.npy` files by the index writer):
   row holds the totals. So a segment's postings, words and blocks are [skips[s], skips[s + 1]);
 - `chunks` uint16/int32 (num_segments): the chunk of each segment, ascending within a term;
 - `widths` uint8 (num_blocks): the bit width of each block;
-- `words` uint32 (num_words + 1): the packed values, one zero word of padding (a value straddling two words is
-  read as one 64-bit load).
+- `words` uint32 (num_words + 1): the packed values and one zero word of padding. Decoders read a block's
+  words in order into a 64-bit bit buffer (`decode_segment`; the search kernels inline the same loop).
 
 The exhaustive search decodes one segment per query term and chunk straight into its chunk-sized accumulator
 (`search.py`), so the skips are what lets it work chunk by chunk. At 1M synthetic documents this costs 0.84
@@ -56,14 +56,6 @@ def _width(x):  # pragma: no cover - compiled
     while x >> w:
         w += 1
     return w
-
-
-@numba.njit(inline="always")
-def unpack(words, base, bit, mask):  # pragma: no cover - compiled
-    """The value at bit offset `bit` of the block starting at word `base` (mask = 2^width - 1)."""
-    i = base + (bit >> 5)
-    x = (np.uint64(words[i]) | (np.uint64(words[i + 1]) << np.uint64(32))) >> np.uint64(bit & 31)
-    return np.int64(x & mask)
 
 
 @numba.njit(cache=True)
@@ -159,12 +151,16 @@ def decode_segment(skips, chunks, widths, words, s, out, out_pos, local):  # pra
         w = np.int64(widths[blk])
         mask = np.uint64((1 << w) - 1)
         count = min(BLOCK, n - done)
-        bit = 0
+        buf, avail = np.uint64(0), 0  # a bit buffer: a block's words are read once each, in order
         for j in range(count):
-            prev += unpack(words, base, bit, mask) + 1
+            if avail < w:
+                buf |= np.uint64(words[base]) << np.uint64(avail)
+                base += 1
+                avail += 32
+            prev += np.int64(buf & mask) + 1
+            buf >>= np.uint64(w)
+            avail -= w
             out[out_pos + done + j] = prev
-            bit += w
-        base += (bit + 31) >> 5
         blk += 1
         done += count
     return n

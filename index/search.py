@@ -30,7 +30,7 @@ from typing import Sequence
 import numba
 import numpy as np
 
-from .codec import BLOCK, CHUNK_DOCS, CHUNK_SHIFT, decode_terms, unpack
+from .codec import BLOCK, CHUNK_DOCS, CHUNK_SHIFT, decode_terms
 from .errors import LsrError
 from .hits import Hit, Run, ranking_order
 from .sparse import SparseBatch
@@ -146,13 +146,17 @@ def _taat_query3(segments, skips, chunks, widths, words, impacts, num_docs, q_te
                 width = np.int64(widths[blk])
                 mask = np.uint64((1 << width) - 1)
                 count = min(BLOCK, stop - p)
-                bit = 0
+                buf, avail = np.uint64(0), 0  # a bit buffer: one 32-bit load per 32 bits, none at width 0
                 for j in range(count):
-                    d += unpack(words, base, bit, mask) + 1
+                    if avail < width:
+                        buf |= np.uint64(words[base]) << np.uint64(avail)
+                        base += 1
+                        avail += 32
+                    d += np.int64(buf & mask) + 1
+                    buf >>= np.uint64(width)
+                    avail -= width
                     acc[d] += w * impacts[p + j]
-                    bit += width
                 p += count
-                base += (bit + 31) >> 5
                 blk += 1
         n = _drain(acc, min(CHUNK_DOCS, num_docs - lo), lo, k, out_scores, out_docs, n)
     return n

@@ -573,10 +573,18 @@ def _check_codec(segments, skips, chunks, widths, words, impacts, term_max, num_
                     break
                 mask = np.uint64((1 << width) - 1)
                 count = min(codec.BLOCK, stop - p)
-                bit = 0
+                if base + ((count * width + 31) >> 5) > skips[s + 1, 1]:
+                    code = 4
+                    break
+                buf, avail = np.uint64(0), 0
                 for j in range(count):
-                    d += codec.unpack(words, base, bit, mask) + 1
-                    bit += width
+                    if avail < width:
+                        buf |= np.uint64(words[base]) << np.uint64(avail)
+                        base += 1
+                        avail += 32
+                    d += np.int64(buf & mask) + 1
+                    buf >>= np.uint64(width)
+                    avail -= width
                     w = impacts[p + j]
                     if d >= limit:
                         code = 1
@@ -587,7 +595,6 @@ def _check_codec(segments, skips, chunks, widths, words, impacts, term_max, num_
                     largest = max(largest, np.int64(w))
                     h += _mix(t, lo + d, w)
                 p += count
-                base += (bit + 31) >> 5
                 blk += 1
             if code == 0 and base != skips[s + 1, 1]:
                 code = 4
