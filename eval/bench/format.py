@@ -1,6 +1,7 @@
 """`lsr bench format`: index format 2 (plain arrays) against format 3 (compressed doc ids, no forward index) on
 the same cached corpus and queries, in one run: build time, bytes per posting, open time, and single-query
-latency of the exact algorithms, the formats interleaved round by round so both see the same machine load.
+latency of the exact algorithms (wall and thread CPU time), the formats interleaved query by query so both see
+the same machine load.
 
 Every result is checked: format 3's hits (doc_idx and score) must equal format 2's on every query, and both
 must equal the brute-force reference (a scipy sparse product over the same impacts) on the first
@@ -95,15 +96,19 @@ def bench_format(corpus: str = "1M", formats: tuple[str, ...] = DEFAULT_FORMATS,
         hits: dict[str, list] = {}
         for name, s in searchers.items():  # warm-up (JIT), and the results every round must repeat
             hits[name] = [s.search_vector(t, w, k) for t, w in rows]
+        # interleaved query by query (the formats in turn, the order alternating), so both see the same load
         latency: dict[str, list[list[float]]] = {name: [] for name in searchers}
-        for _ in range(rounds):
-            for name, s in searchers.items():
-                times = []
-                for t, w in rows:
-                    t0 = time.perf_counter()
-                    s.search_vector(t, w, k)
-                    times.append((time.perf_counter() - t0) * 1e3)
-                latency[name].append(times)
+        cpu: dict[str, list[float]] = {name: [] for name in searchers}
+        names = list(searchers)
+        for r in range(rounds):
+            for name in names:
+                latency[name].append([])
+            for i, (t, w) in enumerate(rows):
+                for name in (names if (i + r) % 2 == 0 else names[::-1]):
+                    c0, t0 = time.thread_time(), time.perf_counter()
+                    searchers[name].search_vector(t, w, k)
+                    latency[name][-1].append((time.perf_counter() - t0) * 1e3)
+                    cpu[name].append((time.thread_time() - c0) * 1e3)
         first = next(iter(hits))
         for name in searchers:
             identical = all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
@@ -115,6 +120,7 @@ def bench_format(corpus: str = "1M", formats: tuple[str, ...] = DEFAULT_FORMATS,
             row = {"format": name, "algorithm": algorithm, "corpus": corpus, "threads": 1,
                    "mean_ms": float(all_ms.mean()), "median_ms": float(np.median(all_ms)),
                    "p99_ms": float(np.percentile(all_ms, 99)),
+                   "cpu_mean_ms": float(np.mean(cpu[name])), "cpu_median_ms": float(np.median(cpu[name])),
                    "round_means_ms": [float(np.mean(r)) for r in latency[name]],
                    "round_medians_ms": [float(np.median(r)) for r in latency[name]],
                    f"identical_to_{first}": identical, "equal_to_brute_force": exact,
@@ -122,7 +128,7 @@ def bench_format(corpus: str = "1M", formats: tuple[str, ...] = DEFAULT_FORMATS,
                    **{key: built[name][key] for key in ("build_s", "open_s", "bytes", "bytes_per_posting")}}
             results.append(row)
             log(f"  {algorithm:10} {name:17} mean {row['mean_ms']:7.2f} ms  median {row['median_ms']:7.2f} ms  "
-                f"p99 {row['p99_ms']:7.2f} ms  rounds {['%.2f' % m for m in row['round_means_ms']]}  "
+                f"p99 {row['p99_ms']:7.2f} ms  cpu mean {row['cpu_mean_ms']:7.2f} ms  rounds {['%.2f' % m for m in row['round_means_ms']]}  "
                 f"identical {identical}  brute force {exact}  recall {recall:.3f}")
         del searchers
         gc.collect()
@@ -133,6 +139,7 @@ def bench_format(corpus: str = "1M", formats: tuple[str, ...] = DEFAULT_FORMATS,
             if r["algorithm"] == "exhaustive" and r["format"] != "format-2":
                 ratios[r["format"]] = {"mean_ms": r["mean_ms"] / base["mean_ms"],
                                        "median_ms": r["median_ms"] / base["median_ms"],
+                                       "cpu_mean_ms": r["cpu_mean_ms"] / base["cpu_mean_ms"],
                                        "bytes_per_posting": r["bytes_per_posting"] / base["bytes_per_posting"],
                                        "build_s": r["build_s"] / base["build_s"]}
     return {"corpus": corpus, "corpus_note": "synthetic corpora are lsr.eval.bench.synthetic's (terms drawn "
