@@ -5,10 +5,13 @@ score. Score = sum over query terms of `query_weight * impact`, divided by the q
 
 - `exhaustive` (default, exact): term-at-a-time over all postings of the query terms, one chunk of
   `CHUNK_DOCS` documents at a time into a cache-sized accumulator, then one sequential scan of the chunk into
-  a top-k heap. 0.14 ms per scifact query, 0.97 ms at 100k and 12.4 ms at 1M synthetic documents through
+  a top-k heap. On a format-3 index (`_taat_query3`) each query term's segment of the chunk is unpacked from
+  its bit-packed d-gaps straight into the accumulator (codec.py); the chunk is then the codec's 2^16
+  documents, whatever `chunk_docs` says. 0.14 ms per scifact query, 0.97 ms at 100k and 12.4 ms at 1M synthetic documents through
   `lsr bench query` (README), 6x faster than PISA's MaxScore and Lucene at 1M on the unclustered synthetic
   corpus, each engine through its Python API (pyterrier-pisa, pyserini).
-- `maxscore` (exact unless `prune_factor` < 1): term-at-a-time MaxScore. Terms go heaviest bound first; once the
+- `maxscore` (exact unless `prune_factor` < 1): term-at-a-time MaxScore (format 3: the query terms' lists are
+  decoded whole first, one query at a time, then searched as format 2's; about 2x format 2's time at 100k). Terms go heaviest bound first; once the
   bounds of the terms left sum below the k-th best score, only the documents that can still make the top k
   are scored further. On SPLADE vectors the bound mass is spread over ~30 query terms and about half the
   documents stay candidates, so it reads ~60% of the postings but is 1.2-1.5x slower than `exhaustive`.
@@ -18,7 +21,8 @@ score. Score = sum over query terms of `query_weight * impact`, divided by the q
   index; the search stops once the next bound cannot beat the k-th best score (with `prune_factor` < 1, once
   `prune_factor * bound` cannot: faster, approximate, never on unless asked). It scores whole documents, so it only
   pays off when bounds are tight (similar documents sharing blocks); in file order it is 10-25x slower
-  than `exhaustive` (docs/FIGURES.md).
+  than `exhaustive` (docs/FIGURES.md). It needs the forward index and the block maxima: a format-3 index
+  built without them (the default) refuses it in one line.
 - `max_query_terms` (any algorithm) keeps only the heaviest query terms: approximate, never on unless asked.
 - `brute_force_search` is the reference: a sparse matrix-vector product, ranked by a plain sort.
 """

@@ -1,23 +1,38 @@
-"""The index folder on disk: per-term postings of quantised impacts as plain numpy arrays, plus a versioned
+"""The index folder on disk: per-term postings of quantised impacts as numpy arrays, plus a versioned
 `meta.json` that records the quantisation, the encoder, and the size and checksums of every file in the
 folder (the sparse arrays, `doc_ids.json`, and the parts that travel with them: the dense store,
 `docs.jsonl`, a Lucene index).
+
+Two layouts, both read here (`READ_VERSIONS`); `folder.IndexWriter` writes format 3 unless told
+`format_version=2`:
+- format 3 (the default): the doc ids compressed by `codec.py` (chunk-local d-gaps bit-packed per block of 128,
+  segments of 2^16 documents with skips: `postings_segments/skips/chunks/widths/docs.npy`), the impacts a plain
+  uint8/uint16 array in posting order, the largest impact per term (`postings_term_max.npy`, MaxScore's
+  bounds), and, only with `forward_index=True`, the doc-major forward index and the block maxima (what the
+  blockmax algorithm reads; `has_forward`). 1.94 bytes per posting at 1M synthetic documents.
+- format 2: the doc ids as a plain uint16/int32 array, the forward index and the block maxima always (9.35
+  bytes per posting at 1M).
+`postings(t)`, `postings_doc_idx()` and `doc_matrix()` give the same arrays for either (format 3 decoding them).
 
 The folder is written whole by `folder.IndexWriter` (every part staged, `meta.json` last, checked, published in
 one rename); this module holds the sparse arrays' layout, the meta and the reader.
 
 Opening checks, in this order, each failure an `IndexFormatError` naming the file:
-- `meta.json`: format, version, its own checksum, a size cap, no deep nesting;
+- `meta.json`: format, version, its own checksum, a size cap, no deep nesting (format 3: the codec record);
 - every file the meta lists exists with its recorded size, and no file of the folder is missing from it;
 - checksums: xxh3-128 of every file (about 10 GB/s, memory-mapped), or, with `verify_checksums=False`, of
-  every file but the large postings arrays; `verify_index` (and `lsr index verify`) also recomputes SHA-256;
+  every file but the large postings arrays (`LARGE_FILES`); `verify_index` (and `lsr index verify`) also
+  recomputes SHA-256;
 - structure (`_check_structure`): always the `.npy` headers of the recorded dtype and shape and the offsets
-  monotone and in range; and, wherever the large arrays are not hashed (verification off) and at every build
-  and `verify_index`, one numba pass over each array: doc ids strictly ascending per term and term ids per
-  document, no zero impacts, every block maximum equal to its postings' maximum, and the postings and the
-  forward index holding the same (term, doc, impact) entries (an order-free fingerprint). So zeroed doc ids,
-  shifted offsets, swapped files or edited impacts are refused with hashing on (by the hash) and off (by the
-  pass); the pass costs more than the hash (3.5 s against 0.3 s at 1M documents), so on is the default.
+  monotone and in range (format 3: the segment table against the term offsets and the block counts); and,
+  wherever the large arrays are not hashed (verification off) and at every build and `verify_index`, one
+  numba pass over each array: doc ids strictly ascending per term and term ids per document (format 3: every
+  segment decoded, its doc ids inside its chunk, its words what its bit widths take, chunks ascending, the
+  term maxima), no zero impacts, every block maximum equal to its postings' maximum, and an order-free
+  fingerprint of the (term, doc, impact) entries equal between the postings and the forward index (format 3
+  without one: equal to the fingerprint the writer took of the vectors it was given, in the meta). So zeroed
+  doc ids, shifted offsets, swapped files or edited impacts are refused with hashing on (by the hash) and off
+  (by the pass); the pass costs more than the hash (3.5 s against 0.3 s at 1M documents), so on is the default.
 """
 from __future__ import annotations
 
