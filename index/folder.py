@@ -60,9 +60,9 @@ class IndexWriter:
     is an lsr index. `quantization` fixes the scale (weights above its range clip to the largest impact);
     by default it is fitted to the largest weight.
 
-    `format_version` 3 (the default) writes the doc ids compressed (`codec.py`) and, unless `forward_index`,
+    `format_version` 3 writes the doc ids compressed (`codec.py`) and, unless `forward_index`,
     neither the forward index nor the block maxima (what only the blockmax algorithm reads); 2 writes the
-    previous layout (plain arrays, always with both).
+    plain layout (the default, `storage.FORMAT_VERSION`: plain arrays, always with both).
     """
 
     def __init__(self, path: str | Path, *, vocab_size: int, bits: int = 8, info: dict[str, Any] | None = None,

@@ -3,9 +3,9 @@
 folder (the sparse arrays, `doc_ids.json`, and the parts that travel with them: the dense store,
 `docs.jsonl`, a Lucene index).
 
-Two layouts, both read here (`READ_VERSIONS`); `folder.IndexWriter` writes format 3 unless told
-`format_version=2`:
-- format 3 (the default): the doc ids compressed by `codec.py` (chunk-local d-gaps bit-packed per block of 128,
+Two layouts, both read here (`READ_VERSIONS`); `folder.IndexWriter` writes `FORMAT_VERSION` (2) unless told
+`format_version=3`:
+- format 3: the doc ids compressed by `codec.py` (chunk-local d-gaps bit-packed per block of 128,
   segments of 2^16 documents with skips: `postings_segments/skips/chunks/widths/docs.npy`), the impacts a plain
   uint8/uint16 array in posting order, the largest impact per term (`postings_term_max.npy`, MaxScore's
   bounds), and, only with `forward_index=True`, the doc-major forward index and the block maxima (what the
@@ -50,7 +50,9 @@ from .files import fast_digest, sha256_file
 from .quantize import Quantization
 
 FORMAT = "lsr-index"
-FORMAT_VERSION = 3  # what new builds write (IndexWriter(format_version=2) writes the previous layout)
+# what new builds write. Format 3 is 4.9x smaller but its exact search measured 1.08x format 2's mean latency at
+# 1M (docs/FIGURES.md), short of 'no worse': so 2 stays the default until it is; IndexWriter(format_version=3).
+FORMAT_VERSION = 2
 READ_VERSIONS = (2, 3)
 SHARDED_FORMAT = "lsr-sharded-index"  # a folder of lsr indexes over consecutive document ranges (shards.py)
 META = "meta.json"

@@ -29,10 +29,9 @@ def built(tmp_path_factory, data_dir):
     return path, encoders, expected
 
 
-# a format-3 folder (the default; format 2's files: tests/test_index.py, tests/test_format3.py)
-FILES = ["meta.json", "postings_offsets.npy", "postings_impacts.npy", "postings_segments.npy", "postings_skips.npy",
-         "postings_chunks.npy", "postings_widths.npy", "postings_docs.npy", "postings_term_max.npy", "doc_ids.json",
-         "dense.npy", "dense_meta.json", "docs.jsonl"]
+FILES = ["meta.json", "postings_offsets.npy", "postings_doc_idx.npy", "postings_impacts.npy", "forward_indptr.npy",
+         "forward_term_ids.npy", "forward_impacts.npy", "blockmax_offsets.npy", "blockmax_blocks.npy",
+         "blockmax_impacts.npy", "doc_ids.json", "dense.npy", "dense_meta.json", "docs.jsonl"]
 
 
 def _flip(p, where=0.5):
@@ -63,23 +62,23 @@ DAMAGES = {
     **{f"truncate {name}": (lambda d, n=name: (d / n).write_bytes((d / n).read_bytes()[: (d / n).stat().st_size // 2]),
                            name) for name in FILES},
     **{f"delete {name}": (lambda d, n=name: (d / n).unlink(), name) for name in FILES},
-    "swap the impacts and the term maxima": (
-        lambda d: _swap(d / "postings_impacts.npy", d / "postings_term_max.npy"), ".npy"),
-    "swap the doc ids and the bit widths": (
-        lambda d: _swap(d / "postings_docs.npy", d / "postings_widths.npy"), ".npy"),
+    "swap the postings' and the forward impacts": (
+        lambda d: _swap(d / "postings_impacts.npy", d / "forward_impacts.npy"), "impacts.npy"),
+    "swap the postings' doc ids and the forward term ids": (
+        lambda d: _swap(d / "postings_doc_idx.npy", d / "forward_term_ids.npy"), ".npy"),
     "swap doc_ids.json and docs.jsonl": (lambda d: _swap(d / "doc_ids.json", d / "docs.jsonl"), "doc"),
     "impacts as int8 (a valid header, same size)": (
         lambda d: _npy(d / "postings_impacts.npy", lambda a: a.view(np.int8)), "postings_impacts.npy"),
     "doc ids reshaped (a valid header, same size)": (
-        lambda d: _npy(d / "postings_docs.npy", lambda a: a.reshape(-1, 2) if len(a) % 2 == 0 else a[None, :]),
-        "postings_docs.npy"),
-    "zeroed doc ids": (lambda d: _npy(d / "postings_docs.npy", lambda a: np.where(
-        np.arange(len(a)) % 7 == 3, 0, a).astype(a.dtype)), "postings_docs.npy"),
+        lambda d: _npy(d / "postings_doc_idx.npy", lambda a: a.reshape(-1, 2) if len(a) % 2 == 0 else a[None, :]),
+        "postings_doc_idx.npy"),
+    "zeroed doc ids": (lambda d: _npy(d / "postings_doc_idx.npy", lambda a: np.where(
+        np.arange(len(a)) % 7 == 3, 0, a).astype(a.dtype)), "postings_doc_idx.npy"),
     "shifted offsets": (lambda d: _npy(d / "postings_offsets.npy", lambda a: np.concatenate(
         [a[:1], np.minimum(a[1:-1] + 1, a[-1]), a[-1:]])), "postings_offsets.npy"),
-    "a wrong term maximum": (lambda d: _npy(d / "postings_term_max.npy", lambda a: np.where(
-        np.arange(len(a)) == int(np.argmax(a)), a - 1, a).astype(a.dtype)), "postings_term_max.npy"),
-    "an edited impact": (lambda d: _npy(d / "postings_impacts.npy", lambda a: np.where(
+    "a wrong block maximum": (lambda d: _npy(d / "blockmax_impacts.npy", lambda a: np.where(
+        np.arange(len(a)) == len(a) // 2, a + 1, a).astype(a.dtype)), "blockmax_impacts.npy"),
+    "an edited impact": (lambda d: _npy(d / "forward_impacts.npy", lambda a: np.where(
         np.arange(len(a)) == len(a) // 3, np.maximum(a, 2) - 1, a).astype(a.dtype)), "impacts.npy"),
     "a title that is an object": (lambda d: _edit_docs(d / "docs.jsonl", lambda ls: _title(ls, {"x": 1})),
                                   "docs.jsonl"),

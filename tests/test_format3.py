@@ -93,6 +93,7 @@ def _docs(num_docs=140_000, vocab=40, seed=0) -> SparseBatch:
 
 
 def _write(path, docs, **kw):
+    kw.setdefault("format_version", 3)
     with IndexWriter(path, vocab_size=docs.vocab_size, bits=8, **kw) as w:
         w.add(docs, [f"d{i}" for i in range(len(docs))])
     return IndexReader(path)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from lsr.index.storage import DATA_FILES, data_files
+from lsr.index.storage import DATA_FILES, READ_VERSIONS, data_files
 from lsr.index import (ALGORITHMS, FORMAT_VERSION, IndexFormatError, IndexReader, IndexWriter, LsrError, Quantization, Searcher,
                        SparseBatch, brute_force_search)
 
@@ -25,7 +25,8 @@ def random_batch(rng, n, vocab, density=0.05, integer=False) -> SparseBatch:
 
 def build(tmp_path, batch, bits=8, name="idx", block_size=8, **kw):
     """Format 3 with the forward index (every algorithm runs); tests/test_format3.py covers the default layout."""
-    kw.setdefault("forward_index", True)
+    kw.setdefault("format_version", 3)
+    kw.setdefault("forward_index", True if kw["format_version"] == 3 else None)
     with IndexWriter(tmp_path / name, vocab_size=batch.vocab_size, bits=bits, block_size=block_size, **kw) as w:
         w.add(batch, [f"d{i}" for i in range(len(batch))])
     return IndexReader(tmp_path / name)
@@ -302,7 +303,7 @@ def test_half_written_or_foreign_index_is_refused(tmp_path):
     with pytest.raises(IndexFormatError, match="checksum mismatch in meta.json"):
         IndexReader(idx)
 
-    (idx / "meta.json").write_text(json.dumps(dict(meta, format_version=FORMAT_VERSION + 1)))
+    (idx / "meta.json").write_text(json.dumps(dict(meta, format_version=max(READ_VERSIONS) + 1)))
     with pytest.raises(IndexFormatError, match="format version"):
         IndexReader(idx)
 
