@@ -24,10 +24,11 @@ from .errors import LsrError
 from .files import StagedFolder, check_writable_target, failpoint, save_array, write_file
 from .quantize import Quantization
 from .sparse import SparseBatch
-from .storage import (BM_BLOCKS, BM_IMPACTS, BM_OFFSETS, COVERAGE, DEFAULT_BLOCK_SIZE, DOC_IDS, DOC_IDX, FORMAT,
-                      FORMAT_VERSION, FWD_IMPACTS, FWD_INDPTR, FWD_TERMS, IMPACTS, META, OFFSETS, IndexReader,
-                      _kept_indptr, _meta_checksum, _read_meta, block_max, check_files, file_record, folder_files,
-                      id_dtype, is_lsr_index, uncovered_dirs)
+from . import codec
+from .storage import (BM_BLOCKS, BM_IMPACTS, BM_OFFSETS, CODEC_FILES, COVERAGE, DEFAULT_BLOCK_SIZE, DOC_IDS, DOC_IDX,
+                      FORMAT, FORMAT_VERSION, FWD_IMPACTS, FWD_INDPTR, FWD_TERMS, IMPACTS, META, OFFSETS,
+                      READ_VERSIONS, TERM_MAX, IndexReader, _check_forward, _kept_indptr, _meta_checksum, _read_meta,
+                      block_max, check_files, file_record, folder_files, id_dtype, is_lsr_index, uncovered_dirs)
 
 Log = Callable[[str], None]
 
@@ -58,11 +59,22 @@ class IndexWriter:
     writer is made (before any encoding): an existing folder is replaced only with `overwrite` and only if it
     is an lsr index. `quantization` fixes the scale (weights above its range clip to the largest impact);
     by default it is fitted to the largest weight.
+
+    `format_version` 3 writes the doc ids compressed (`codec.py`) and, unless `forward_index`,
+    neither the forward index nor the block maxima (what only the blockmax algorithm reads); 2 writes the
+    plain layout (the default, `storage.FORMAT_VERSION`: plain arrays, always with both).
     """
 
     def __init__(self, path: str | Path, *, vocab_size: int, bits: int = 8, info: dict[str, Any] | None = None,
                  overwrite: bool = False, block_size: int = DEFAULT_BLOCK_SIZE, parts: Sequence[Part] = (),
-                 log: Callable[[str], None] | None = None, quantization: Quantization | None = None) -> None:
+                 log: Callable[[str], None] | None = None, quantization: Quantization | None = None,
+                 format_version: int = FORMAT_VERSION, forward_index: bool | None = None) -> None:
+        if format_version not in READ_VERSIONS:
+            raise LsrError(f"index format_version must be one of {READ_VERSIONS}, got {format_version}")
+        if format_version == 2 and forward_index is False:
+            raise LsrError("format 2 always holds the forward index")
+        self.format_version = int(format_version)
+        self.forward_index = format_version == 2 or bool(forward_index)
         if block_size < 1:
             raise LsrError(f"block_size must be positive, got {block_size}")
         self.block_size = int(block_size)
@@ -113,29 +125,43 @@ class IndexWriter:
                                 shape=(len(docs), self.vocab_size))
         postings = forward.tocsc()
         postings.sort_indices()
-        bm_offsets, bm_blocks, bm_impacts = block_max(postings.indptr, postings.indices, postings.data,
-                                                      self.block_size)
         num_blocks = -(-len(self._doc_ids) // self.block_size)
-        arrays = {
-            OFFSETS: postings.indptr.astype(np.int64), DOC_IDX: postings.indices.astype(id_dtype(len(docs))),
-            IMPACTS: postings.data.astype(quant.dtype),
-            FWD_INDPTR: forward.indptr.astype(np.int64), FWD_TERMS: forward.indices.astype(id_dtype(self.vocab_size)),
-            FWD_IMPACTS: forward.data.astype(quant.dtype),
-            BM_OFFSETS: bm_offsets, BM_BLOCKS: bm_blocks.astype(id_dtype(num_blocks)),
-            BM_IMPACTS: bm_impacts.astype(quant.dtype),
-        }
+        arrays = {OFFSETS: postings.indptr.astype(np.int64), IMPACTS: postings.data.astype(quant.dtype)}
         meta = {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": self.format_version,
             "num_docs": len(self._doc_ids),
             "vocab_size": self.vocab_size,
             "num_postings": int(postings.nnz),
-            "num_blockmax": int(len(bm_blocks)),
+            "num_blockmax": 0,
             "block_size": self.block_size,
             "quantization": quant.to_dict(),
             "max_weight": float(docs.weights.max()) if docs.nnz else 0.0,
             "info": self.info,
         }
+        if self.format_version == 2:
+            arrays[DOC_IDX] = postings.indices.astype(id_dtype(len(docs)))
+        else:
+            encoded = codec.encode(postings.indptr, postings.indices, len(docs))
+            arrays.update(zip(CODEC_FILES, encoded))
+            arrays[TERM_MAX] = _term_max(arrays[OFFSETS], arrays[IMPACTS], self.vocab_size)
+            # of the (term, doc, impact) entries as given, so opening checks the codec's output against them
+            _, fingerprint = _check_forward(forward.indptr, forward.indices, forward.data, self.vocab_size)
+            meta["forward_index"] = self.forward_index
+            meta["codec"] = {"chunk_docs": codec.CHUNK_DOCS, "block": codec.BLOCK,
+                             "num_segments": len(encoded.chunks), "num_blocks": len(encoded.widths),
+                             "num_words": len(encoded.words) - 1, "fingerprint": f"{int(fingerprint):016x}"}
+        if self.forward_index:
+            bm_offsets, bm_blocks, bm_impacts = block_max(postings.indptr, postings.indices, postings.data,
+                                                          self.block_size)
+            arrays.update({
+                FWD_INDPTR: forward.indptr.astype(np.int64),
+                FWD_TERMS: forward.indices.astype(id_dtype(self.vocab_size)),
+                FWD_IMPACTS: forward.data.astype(quant.dtype),
+                BM_OFFSETS: bm_offsets, BM_BLOCKS: bm_blocks.astype(id_dtype(num_blocks)),
+                BM_IMPACTS: bm_impacts.astype(quant.dtype),
+            })
+            meta["num_blockmax"] = int(len(bm_blocks))
         stage = StagedFolder(self.path, replace=is_lsr_index if self.overwrite else None, log=self.log)
         try:
             for name, array in arrays.items():
@@ -154,6 +180,15 @@ class IndexWriter:
                 getattr(part, "discard", lambda: None)()
             raise
         return self.path
+
+
+def _term_max(offsets: np.ndarray, impacts: np.ndarray, vocab_size: int) -> np.ndarray:
+    """Per term its largest impact (0 for a term without postings)."""
+    out = np.zeros(vocab_size, dtype=impacts.dtype)
+    has = np.flatnonzero(offsets[1:] > offsets[:-1])
+    if len(has):
+        out[has] = np.maximum.reduceat(impacts, offsets[has])
+    return out
 
 
 def merge_record(meta: dict, record: Any) -> None:
@@ -267,8 +302,9 @@ def export_to_milvus(index_dir: str | Path, *, uri: str | None = None, collectio
         embedded = uri is None
         recorded = LITE_FILE if embedded else uri
         name = build_collection_name(collection, embedded)
-        record = write_collection(resolve_uri(staged, recorded), name, indptr=reader.forward_indptr,
-                                  term_ids=reader.forward_term_ids, impacts=reader.forward_impacts,
+        matrix = reader.doc_matrix()
+        record = write_collection(resolve_uri(staged, recorded), name, indptr=matrix.indptr,
+                                  term_ids=matrix.indices, impacts=matrix.data,
                                   doc_ids=reader.doc_ids, dense=dense, sparse_index=sparse_index,
                                   batch_size=batch_size, progress=progress)
         record["uri"] = recorded

@@ -5,10 +5,13 @@ score. Score = sum over query terms of `query_weight * impact`, divided by the q
 
 - `exhaustive` (default, exact): term-at-a-time over all postings of the query terms, one chunk of
   `CHUNK_DOCS` documents at a time into a cache-sized accumulator, then one sequential scan of the chunk into
-  a top-k heap. 0.14 ms per scifact query, 0.97 ms at 100k and 12.4 ms at 1M synthetic documents through
+  a top-k heap. On a format-3 index (`_taat_query3`) each query term's segment of the chunk is unpacked from
+  its bit-packed d-gaps straight into the accumulator (codec.py); the chunk is then the codec's 2^16
+  documents, whatever `chunk_docs` says. 0.14 ms per scifact query, 0.97 ms at 100k and 12.4 ms at 1M synthetic documents through
   `lsr bench query` (README), 6x faster than PISA's MaxScore and Lucene at 1M on the unclustered synthetic
   corpus, each engine through its Python API (pyterrier-pisa, pyserini).
-- `maxscore` (exact unless `prune_factor` < 1): term-at-a-time MaxScore. Terms go heaviest bound first; once the
+- `maxscore` (exact unless `prune_factor` < 1): term-at-a-time MaxScore (format 3: the query terms' lists are
+  decoded whole first, one query at a time, then searched as format 2's; about 2x format 2's time at 100k). Terms go heaviest bound first; once the
   bounds of the terms left sum below the k-th best score, only the documents that can still make the top k
   are scored further. On SPLADE vectors the bound mass is spread over ~30 query terms and about half the
   documents stay candidates, so it reads ~60% of the postings but is 1.2-1.5x slower than `exhaustive`.
@@ -18,7 +21,8 @@ score. Score = sum over query terms of `query_weight * impact`, divided by the q
   index; the search stops once the next bound cannot beat the k-th best score (with `prune_factor` < 1, once
   `prune_factor * bound` cannot: faster, approximate, never on unless asked). It scores whole documents, so it only
   pays off when bounds are tight (similar documents sharing blocks); in file order it is 10-25x slower
-  than `exhaustive` (docs/FIGURES.md).
+  than `exhaustive` (docs/FIGURES.md). It needs the forward index and the block maxima: a format-3 index
+  built without them (the default) refuses it in one line.
 - `max_query_terms` (any algorithm) keeps only the heaviest query terms: approximate, never on unless asked.
 - `brute_force_search` is the reference: a sparse matrix-vector product, ranked by a plain sort.
 """
@@ -30,6 +34,7 @@ from typing import Sequence
 import numba
 import numpy as np
 
+from .codec import BLOCK, CHUNK_DOCS, CHUNK_SHIFT, decode_terms
 from .errors import LsrError
 from .hits import Hit, Run, ranking_order
 from .sparse import SparseBatch
@@ -87,7 +92,8 @@ def _drain(acc, count, base, k, out_scores, out_docs, n):  # pragma: no cover - 
     return n
 
 
-CHUNK_DOCS = 1 << 16  # exhaustive search scores this many documents at a time: a 512 KB accumulator stays in cache
+# CHUNK_DOCS (codec.py, 2^16): exhaustive search scores this many documents at a time (a 512 KB accumulator stays
+# in cache); format 3 stores its postings in segments of that many documents.
 
 
 @numba.njit(cache=True, nogil=True)
@@ -116,6 +122,57 @@ def _taat_query(offsets, doc_idx, impacts, num_docs, q_terms, q_weights, k, acc,
             pos[i] = stop
         n = _drain(acc, hi - lo, lo, k, out_scores, out_docs, n)
     return n
+
+
+@numba.njit(cache=True, nogil=True)
+def _taat_query3(segments, skips, chunks, widths, words, impacts, num_docs, q_terms, q_weights, k, acc, out_scores,
+                 out_docs):  # pragma: no cover - compiled
+    """`_taat_query` over format-3 postings (codec.py): per chunk of CHUNK_DOCS documents, each query term's
+    segment in that chunk (if any) is unpacked block by block straight into the chunk-local accumulator `acc`
+    (at least min(CHUNK_DOCS, num_docs) long; zeroed, and left zeroed). Returns #hits."""
+    m = q_terms.shape[0]
+    pos = np.empty(m, dtype=np.int64)
+    end = np.empty(m, dtype=np.int64)
+    for i in range(m):
+        pos[i], end[i] = segments[q_terms[i]], segments[q_terms[i] + 1]
+    n = 0
+    for c in range((num_docs + CHUNK_DOCS - 1) >> CHUNK_SHIFT):
+        lo = c << CHUNK_SHIFT
+        for i in range(m):
+            s = pos[i]
+            if s == end[i] or chunks[s] != c:
+                continue
+            pos[i] = s + 1
+            w = q_weights[i]
+            p, base, blk, stop = skips[s, 0], skips[s, 1], skips[s, 2], skips[s + 1, 0]
+            d = np.int64(-1)
+            while p < stop:
+                width = np.int64(widths[blk])
+                mask = np.uint64((1 << width) - 1)
+                count = min(BLOCK, stop - p)
+                buf, avail = np.uint64(0), 0  # a bit buffer: one 32-bit load per 32 bits, none at width 0
+                for j in range(count):
+                    if avail < width:
+                        buf |= np.uint64(words[base]) << np.uint64(avail)
+                        base += 1
+                        avail += 32
+                    d += np.int64(buf & mask) + 1
+                    buf >>= np.uint64(width)
+                    avail -= width
+                    acc[d] += w * impacts[p + j]
+                p += count
+                blk += 1
+        n = _drain(acc, min(CHUNK_DOCS, num_docs - lo), lo, k, out_scores, out_docs, n)
+    return n
+
+
+@numba.njit(cache=True, parallel=True)
+def _taat_batch3(segments, skips, chunks, widths, words, impacts, num_docs, q_indptr, q_terms, q_weights, k, acc,
+                 out_scores, out_docs, out_n):  # pragma: no cover - compiled
+    for q in numba.prange(q_indptr.shape[0] - 1):
+        lo, hi = q_indptr[q], q_indptr[q + 1]
+        out_n[q] = _taat_query3(segments, skips, chunks, widths, words, impacts, num_docs, q_terms[lo:hi],
+                                q_weights[lo:hi], k, acc[numba.get_thread_id()], out_scores[q], out_docs[q])
 
 
 @numba.njit(cache=True, parallel=True)
@@ -451,11 +508,20 @@ class Searcher(HitsFromVectors):
         self._inv_scale = 1.0 / reader.quantization.scale
         self._local = threading.local()
         r = reader
-        self._postings = (np.asarray(r.offsets), np.asarray(r.doc_idx), np.asarray(r.impacts))
+        self._format3 = r.encoded is not None
         self._chunk = max(1, min(r.num_docs, int(chunk_docs)))
+        if self._format3:  # the codec's segments set the chunks: CHUNK_DOCS documents, whatever chunk_docs says
+            self._postings = (*(np.asarray(a) for a in r.encoded), np.asarray(r.impacts))
+            self._chunk = min(r.num_docs, CHUNK_DOCS)
+        else:
+            self._postings = (np.asarray(r.offsets), np.asarray(r.doc_idx), np.asarray(r.impacts))
+        if algorithm == "blockmax" and not r.has_forward:
+            raise LsrError(f"{r.path}: the blockmax algorithm scores documents from the forward index, which this "
+                           "format-3 index was built without (IndexWriter(forward_index=True)); use exhaustive or "
+                           "maxscore")
         self._blockmax = (np.asarray(r.bm_offsets), np.asarray(r.bm_blocks), np.asarray(r.bm_impacts),
                           np.asarray(r.forward_indptr), np.asarray(r.forward_term_ids), np.asarray(r.forward_impacts),
-                          r.num_docs, r.block_size)
+                          r.num_docs, r.block_size) if r.has_forward else None
         self._term_max = term_max_impacts(r) if algorithm == "maxscore" else None
 
     def _accumulator(self, size: int) -> np.ndarray:
@@ -466,6 +532,18 @@ class Searcher(HitsFromVectors):
         if size not in buffers:
             buffers[size] = np.zeros(size, dtype=np.float64)
         return buffers[size]
+
+    def _decoded(self, terms: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray, np.ndarray]:
+        """Format 3, for MaxScore: the postings of `terms` decoded into (offsets, doc_idx, impacts) over the query's
+        own term numbers 0..m-1, their bounds, and those term numbers."""
+        offsets = np.asarray(self.reader.offsets)
+        lengths = offsets[terms + 1] - offsets[terms]
+        out_offsets = np.zeros(len(terms) + 1, np.int64)
+        docs = np.empty(int(lengths.sum()), np.int64)
+        decode_terms(*self._postings[:5], terms, out_offsets, docs)
+        impacts = np.concatenate([self._postings[5][offsets[t]:offsets[t + 1]] for t in terms.tolist()]
+                                 or [self._postings[5][:0]])
+        return (out_offsets, docs, impacts), self._term_max[terms], np.arange(len(terms), dtype=np.int64)
 
     def _kernel(self, weights: np.ndarray) -> str:
         """The algorithm for one query: the pruning algorithms' bounds hold for non-negative weights only."""
@@ -487,11 +565,16 @@ class Searcher(HitsFromVectors):
         terms, weights = _prune_query(terms, weights, self.max_query_terms)
         kernel = self._kernel(weights)
         if kernel == "exhaustive":
-            n = _taat_query(*self._postings, self.reader.num_docs, terms, weights, k_eff,
-                            self._accumulator(self._chunk), scores, docs)
+            n = (_taat_query3 if self._format3 else _taat_query)(
+                *self._postings, self.reader.num_docs, terms, weights, k_eff, self._accumulator(self._chunk), scores,
+                docs)
         elif kernel == "maxscore":
             keep = weights > 0
-            n, _ = _maxscore_query(*self._postings, self._term_max, terms[keep], weights[keep], k_eff, self.prune_factor,
+            terms, weights = terms[keep], weights[keep]
+            postings, term_max = self._postings, self._term_max
+            if self._format3:  # the query's lists decoded whole, as format 2 would read them
+                postings, term_max, terms = self._decoded(terms)
+            n, _ = _maxscore_query(*postings, term_max, terms, weights, k_eff, self.prune_factor,
                                    self._accumulator(self.reader.num_docs), scores, docs)
         else:
             n, _ = _blockmax_query(*self._blockmax, terms, weights, k_eff, self.prune_factor, scores, docs)
@@ -508,6 +591,8 @@ class Searcher(HitsFromVectors):
         kernel = self.algorithm
         if any(self._kernel(w) != kernel for _, w in rows):
             kernel = "exhaustive"
+        if kernel == "maxscore" and self._format3:  # decoded per query: one query at a time
+            return [self.search_vector(*queries.row(i), k=k) for i in range(len(queries))]
         if kernel == "maxscore":
             rows = [(t[w > 0], w[w > 0]) for t, w in rows]
         indptr = np.concatenate([[0], np.cumsum([len(t) for t, _ in rows], dtype=np.int64)])
@@ -524,8 +609,8 @@ class Searcher(HitsFromVectors):
             n_buffers = numba.config.NUMBA_NUM_THREADS
             if kernel == "exhaustive":
                 acc = np.zeros((n_buffers, self._chunk), np.float64)
-                _taat_batch(*self._postings, self.reader.num_docs, indptr, terms, weights, k_eff, acc, scores, docs,
-                            counts)
+                (_taat_batch3 if self._format3 else _taat_batch)(
+                    *self._postings, self.reader.num_docs, indptr, terms, weights, k_eff, acc, scores, docs, counts)
             elif kernel == "maxscore":
                 acc = np.zeros((n_buffers, self.reader.num_docs), np.float64)
                 _maxscore_batch(*self._postings, self._term_max, indptr, terms, weights, k_eff, self.prune_factor, acc,
@@ -546,7 +631,10 @@ class Searcher(HitsFromVectors):
 
 
 def term_max_impacts(reader: IndexReader) -> np.ndarray:
-    """Per term id, its largest impact in the index (0 for terms with no postings), from the block-max table."""
+    """Per term id, its largest impact in the index (0 for terms with no postings): format 3 stores them, format
+    2 derives them from the block-max table."""
+    if reader.term_max is not None:
+        return np.asarray(reader.term_max, dtype=np.float64)
     out = np.zeros(reader.vocab_size, dtype=np.float64)
     offsets, impacts = np.asarray(reader.bm_offsets), np.asarray(reader.bm_impacts)
     has = np.flatnonzero(offsets[1:] > offsets[:-1])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from lsr.index.storage import DATA_FILES
+from lsr.index.storage import DATA_FILES, READ_VERSIONS, data_files
 from lsr.index import (ALGORITHMS, FORMAT_VERSION, IndexFormatError, IndexReader, IndexWriter, LsrError, Quantization, Searcher,
                        SparseBatch, brute_force_search)
 
@@ -24,6 +24,9 @@ def random_batch(rng, n, vocab, density=0.05, integer=False) -> SparseBatch:
 
 
 def build(tmp_path, batch, bits=8, name="idx", block_size=8, **kw):
+    """Format 3 with the forward index (every algorithm runs); tests/test_format3.py covers the default layout."""
+    kw.setdefault("format_version", 3)
+    kw.setdefault("forward_index", True if kw["format_version"] == 3 else None)
     with IndexWriter(tmp_path / name, vocab_size=batch.vocab_size, bits=bits, block_size=block_size, **kw) as w:
         w.add(batch, [f"d{i}" for i in range(len(batch))])
     return IndexReader(tmp_path / name)
@@ -101,7 +104,7 @@ def test_maxscore_prunes_and_equals_brute_force(tmp_path, seed):
     batch = SparseBatch(batch.indptr, batch.term_ids, (batch.weights ** 4).astype(np.float32), batch.vocab_size)
     reader = build(tmp_path, batch, bits=8 if seed % 2 else 16)
     term_max = term_max_impacts(reader)
-    offsets, doc_idx, impacts = np.asarray(reader.offsets), np.asarray(reader.doc_idx), np.asarray(reader.impacts)
+    offsets, doc_idx, impacts = np.asarray(reader.offsets), reader.postings_doc_idx(), np.asarray(reader.impacts)
     pruned = 0
     for _ in range(25):
         terms, weights = random_batch(rng, 1, 60, density=0.3).row(0)
@@ -222,7 +225,7 @@ def test_search_edge_queries(tmp_path):
         assert each.search_vector(np.array([absent]), np.array([2.0]), k=10)[0].size == 0  # term absent
         assert each.search_vector(np.array([], np.int64), np.array([]), k=10)[0].size == 0  # empty query
         idx, _ = each.search_vector(np.arange(100), np.ones(100), k=10_000)  # k larger than the corpus
-        assert len(idx) == len({int(d) for d in reader.doc_idx})
+        assert len(idx) == len({int(d) for d in reader.postings_doc_idx()})
     with pytest.raises(LsrError, match="k must be positive"):
         searcher.search_vector(np.array([present]), np.array([1.0]), k=0)
     with pytest.raises(LsrError, match="outside the index vocabulary"):
@@ -275,11 +278,15 @@ def _corrupt(path, name, how):
     p.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("name", DATA_FILES)
+FORMAT_3_FILES = data_files({"format_version": 3, "forward_index": True})
+
+
+@pytest.mark.parametrize("name, version", [*((n, 3) for n in FORMAT_3_FILES), *((n, 2) for n in DATA_FILES)])
 @pytest.mark.parametrize("how", ["flip", "truncate"])
-def test_corrupted_index_is_refused(tmp_path, name, how):
+def test_corrupted_index_is_refused(tmp_path, name, how, version):
     rng = np.random.default_rng(3)
-    build(tmp_path, random_batch(rng, 20, 30, density=0.2))
+    build(tmp_path, random_batch(rng, 20, 30, density=0.2), format_version=version,
+          forward_index=True if version == 3 else None)
     _corrupt(tmp_path / "idx", name, how)
     with pytest.raises(IndexFormatError, match=name):
         IndexReader(tmp_path / "idx")
@@ -296,7 +303,7 @@ def test_half_written_or_foreign_index_is_refused(tmp_path):
     with pytest.raises(IndexFormatError, match="checksum mismatch in meta.json"):
         IndexReader(idx)
 
-    (idx / "meta.json").write_text(json.dumps(dict(meta, format_version=FORMAT_VERSION + 1)))
+    (idx / "meta.json").write_text(json.dumps(dict(meta, format_version=max(READ_VERSIONS) + 1)))
     with pytest.raises(IndexFormatError, match="format version"):
         IndexReader(idx)
 
