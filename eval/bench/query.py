@@ -42,7 +42,7 @@ from .results import atomic_write, write_json
 QUERY_SETS = (("scifact", "test"), ("nfcorpus", "dev"))
 TRAIN_QUERY_SETS = (("scifact", "train"), ("nfcorpus", "train"))  # what topical queries copy their statistics from
 DEFAULT_MODEL = "splade-tiny"  # the source of every corpus not named otherwise (and of today's caches)
-TOPICS, TOPICAL_SEED, TOPICAL_QUERIES, TOPICAL_CHUNK = 128, 0, 200, 250_000
+TOPICS, TOPICAL_SEED, TOPICAL_QUERIES, TOPICAL_CHUNK = 512, 0, 200, 250_000
 CORPORA = ("scifact", "nfcorpus")  # the default corpora: the real sets
 ENGINE_NAMES = ("lsr", *ENGINES)  # the default: every engine (ours first: the recall reference)
 # what --engine takes: the engines, and "milvus-inverted", Milvus without its SPARSE_WAND collection (a second

@@ -80,13 +80,14 @@ def synthesize(real: SparseBatch, num_docs: int, seed: int = 0) -> SparseBatch:
 #      global document frequency by `smoothing` pseudo-documents (a Dirichlet prior);
 #   3. each synthetic document takes 1-3 topics (drawn by topic size, TOPICS_PER_DOC), mixed with Dirichlet
 #      weights, its length from the real lengths, its distinct terms from the mixture of topic propensities and
-#      each term's weight from that term's real weights (as `synthesize`);
+#      each term's weight from that term's real weights in the topic's documents (smoothed toward all its real
+#      weights as the propensities are; a real weight either way, as in `synthesize`);
 #   4. the propensities of every topic are corrected together, term by term, on a sample, until the corpus'
 #      global document frequencies match the real ones (as `synthesize` corrects its one propensity).
 # Every document is drawn from its own seed (seed, doc_idx), so a corpus drawn in chunks of any size equals the
 # corpus drawn at once, and 10M documents stream through memory a chunk at a time.
 
-TOPICS_PER_DOC = (0.5, 0.3, 0.2)  # P(1 topic), P(2 topics), P(3 topics)
+TOPICS_PER_DOC = (0.8, 0.15, 0.05)  # P(1 topic), P(2 topics), P(3 topics)
 DIRICHLET_ALPHA = 1.0  # the mixture weights of a document's topics: Dirichlet(alpha, ..., alpha)
 
 
@@ -107,7 +108,7 @@ def _doc_hash(seed: int, doc_idx: np.ndarray, salt: int) -> np.ndarray:
 
 @numba.njit(cache=True)
 def _draw_topical(doc_seeds, indptr, topic_cdf, num_topics_cdf, alpha, cdfs, weight_offsets, weight_values,
-                  terms, weights, dominant):  # pragma: no cover
+                  topic_offsets, topic_values, smoothing, terms, weights, dominant):  # pragma: no cover
     vocab_size = cdfs.shape[1]
     seen = np.full(vocab_size, -1, dtype=np.int64)
     topics = np.empty(3, dtype=np.int64)
@@ -146,8 +147,15 @@ def _draw_topical(doc_seeds, indptr, topic_cdf, num_topics_cdf, alpha, cdfs, wei
                 continue
             seen[t] = d
             terms[start + n] = t
-            count = weight_offsets[t + 1] - weight_offsets[t]
-            weights[start + n] = weight_values[weight_offsets[t] + np.random.randint(0, count)]
+            # the weight: one the term has in the topic's real documents (with probability c / (c + smoothing),
+            # c their number), else one of all its real weights
+            key = topics[j] * vocab_size + t
+            c = topic_offsets[key + 1] - topic_offsets[key]
+            if c > 0 and np.random.random() * (c + smoothing) < c:
+                weights[start + n] = topic_values[topic_offsets[key] + np.random.randint(0, c)]
+            else:
+                count = weight_offsets[t + 1] - weight_offsets[t]
+                weights[start + n] = weight_values[weight_offsets[t] + np.random.randint(0, count)]
             n += 1
 
 
@@ -198,6 +206,8 @@ class TopicModel:
     lengths: np.ndarray  # the real documents' numbers of nonzeros
     weight_offsets: np.ndarray  # per term, its real weights: weight_values[weight_offsets[t]:weight_offsets[t + 1]]
     weight_values: np.ndarray
+    topic_offsets: np.ndarray  # per (topic, term), the weights in the topic's documents: key topic * vocab + term
+    topic_values: np.ndarray
     global_df: np.ndarray  # the real document frequencies (fractions)
     query_lengths: np.ndarray | None = None  # the real train queries' numbers of nonzeros
     query_offsets: np.ndarray | None = None  # per term, its real query weights (as weight_offsets)
@@ -224,7 +234,8 @@ class TopicModel:
         dominant = np.empty(num_docs, dtype=np.int64)
         _draw_topical(doc_seeds, indptr, np.cumsum(self.topic_weight), np.cumsum(TOPICS_PER_DOC),
                       float(self.settings.get("dirichlet_alpha", DIRICHLET_ALPHA)), self._cdfs(), self.weight_offsets,
-                      self.weight_values, terms, weights, dominant)
+                      self.weight_values, self.topic_offsets, self.topic_values,
+                      float(self.settings.get("smoothing", 1.0)), terms, weights, dominant)
         batch = SparseBatch.from_scipy(sp.csr_matrix((weights, terms, indptr), shape=(num_docs, self.vocab_size)))
         return (batch, dominant) if with_topics else batch
 
@@ -241,7 +252,7 @@ def _term_values(batch: SparseBatch) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fit_topics(real: SparseBatch, num_topics: int = 128, *, train_queries: SparseBatch | None = None, seed: int = 0,
-               smoothing: float = 10.0, dirichlet_alpha: float = DIRICHLET_ALPHA) -> TopicModel:
+               smoothing: float = 1.0, dirichlet_alpha: float = DIRICHLET_ALPHA) -> TopicModel:
     """Topics of `real` document vectors (see above); `train_queries` (real encoded queries) give the
     synthetic queries their lengths and per-term weights."""
     if len(real) == 0 or real.nnz == 0:
@@ -256,8 +267,12 @@ def fit_topics(real: SparseBatch, num_topics: int = 128, *, train_queries: Spars
     sizes = np.bincount(assign, minlength=num_topics).astype(np.float64)
     propensity = (counts + smoothing * global_df) / (sizes[:, None] + smoothing)
     lengths = np.minimum(real.row_nnz(), int((global_df > 0).sum())).astype(np.int64)
+    rows = np.repeat(np.arange(len(real)), real.row_nnz())
+    keys = assign[rows].astype(np.int64) * real.vocab_size + real.term_ids
+    order = np.argsort(keys, kind="stable")
+    topic_offsets = np.searchsorted(keys[order], np.arange(num_topics * real.vocab_size + 1)).astype(np.int64)
     model = TopicModel(real.vocab_size, assign, propensity, sizes / sizes.sum(), lengths, weight_offsets,
-                       weight_values, global_df,
+                       weight_values, topic_offsets, real.weights[order].astype(np.float32), global_df,
                        settings={"num_topics": num_topics, "smoothing": smoothing, "dirichlet_alpha": dirichlet_alpha,
                                  "topics_per_doc": list(TOPICS_PER_DOC), "fit_seed": seed})
     if train_queries is not None and train_queries.nnz:
