@@ -122,3 +122,11 @@ def test_corpus_names_and_topical_cache(tmp_path):
     whole = corpus_vectors("topical-2k:lsr-ifree-tiny", None, tmp_path)
     assert np.array_equal(SparseBatch.concat(chunks).term_ids, whole.term_ids)
     assert len(corpus_queries("topical-2k:lsr-ifree-tiny", None, tmp_path)["topical"]) == bq.TOPICAL_QUERIES
+
+
+def test_seismic_configurations_are_the_published_ones():
+    from lsr.eval.bench.query import SEISMIC_PUBLISHED
+
+    assert [o for _, o in engine_configs(["seismic"])] == list(SEISMIC_PUBLISHED.values())
+    assert engine_configs(["seismic:recall_95"]) == [("seismic", SEISMIC_PUBLISHED["recall_95"])]
+    assert SEISMIC_PUBLISHED["recall_95"]["n_postings"] == 2000 and SEISMIC_PUBLISHED["recall_99"]["heap_factor"] == 0.7
