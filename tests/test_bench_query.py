@@ -129,4 +129,5 @@ def test_seismic_configurations_are_the_published_ones():
 
     assert [o for _, o in engine_configs(["seismic"])] == list(SEISMIC_PUBLISHED.values())
     assert engine_configs(["seismic:recall_95"]) == [("seismic", SEISMIC_PUBLISHED["recall_95"])]
+    assert engine_configs(["pisa:maxscore"]) == [("pisa", {"query_algorithm": "maxscore"})]
     assert SEISMIC_PUBLISHED["recall_95"]["n_postings"] == 2000 and SEISMIC_PUBLISHED["recall_99"]["heap_factor"] == 0.7
