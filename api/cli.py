@@ -509,7 +509,8 @@ def bench_gpu(json_out: Annotated[Path, typer.Option("--json", help="append the 
 @bench_app.command("query")
 def bench_query(json_out: JsonOut = None,
                 corpus: Annotated[Optional[list[str]], typer.Option(
-                    "--corpus", help="scifact, nfcorpus or a synthetic size such as 100k or 1M (repeatable) "
+                    "--corpus", help="scifact, nfcorpus, a synthetic size such as 100k or 1M, or topical-SIZE; :MODEL "
+                    "names the source vectors (repeatable) "
                     f"[{', '.join(bench_query_lib.CORPORA)}]")] = None,
                 engine: Annotated[Optional[list[QueryEngine]], typer.Option(
                     "--engine", help="engine (repeatable) [all]")] = None,
@@ -529,7 +530,8 @@ def bench_query(json_out: JsonOut = None,
                                        workdir=workdir, max_queries=max_queries, rebuild=rebuild,
                                        build_only=build_only, log=typer.echo)
     if json_out:
-        bench_query_lib.write_results(rows, json_out, plot)
+        bench_query_lib.write_results(rows, json_out, plot, corpora={
+            c: bench_query_lib.corpus_description(c, data_dir, cache) for c in corpus or bench_query_lib.CORPORA})
 
 
 @bench_app.command("serve")

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import scipy.sparse as sp
 
-from lsr.eval.bench.query import QUERY_SETS, LsrEngine, corpus_vectors, engine_configs, fingerprint, open_or_build, \
-    quantised, query_vectors
+from lsr.eval.bench.query import QUERY_SETS, TRAIN_QUERY_SETS, CorpusName, LsrEngine, corpus_queries, corpus_vectors, \
+    engine_configs, fingerprint, iter_corpus_chunks, open_or_build, quantised, query_vectors
 from lsr.eval.engines import ScipyEngine
 from lsr.index import SparseBatch
 
@@ -28,8 +28,11 @@ def test_bench_query_cli_writes_rows_json_and_plot(cli, tmp_path):
     for dataset, split in QUERY_SETS:  # the bench's cache of encoded vectors, so nothing is encoded here
         _batch(rng, 300, 40, 0.5).save_npz(cache / f"{dataset}-docs.npz")
         _batch(rng, 12, 8, 1.0).save_npz(cache / f"{dataset}-{split}-queries.npz")
+    for dataset, split in TRAIN_QUERY_SETS:  # what topical queries copy
+        _batch(rng, 40, 8, 1.0).save_npz(cache / f"{dataset}-{split}-queries.npz")
     out, plot = tmp_path / "bench.json", tmp_path / "bench.png"
-    args = ["bench", "query", "--corpus", "scifact", "--corpus", "2k", "--engine", "lsr", "--engine", "scipy",
+    args = ["bench", "query", "--corpus", "scifact", "--corpus", "2k", "--corpus", "topical-2k", "--engine", "lsr",
+            "--engine", "scipy",
             "--threads", "1", "--threads", "2", "--cache", cache, "--workdir", tmp_path / "indexes", "--json", out,
             "--plot", plot]
     code, stdout, err = cli(*args)
@@ -37,9 +40,19 @@ def test_bench_query_cli_writes_rows_json_and_plot(cli, tmp_path):
     rows = json.loads(out.read_text())["results"]
     assert plot.stat().st_size > 0
     keys = {"engine", "mode", "corpus", "threads", "mean_ms", "p99_ms", "qps", "recall@10", "build_s",
-            "bytes_per_posting"}
+            "bytes_per_posting", "engine_ms", "engine_p99_ms", "engine_qps", "queries", "num_queries"}
     assert all(keys <= set(r) for r in rows)
-    assert {r["corpus"] for r in rows} == {"scifact", "2k"}
+    assert {r["corpus"] for r in rows} == {"scifact", "2k", "topical-2k"}
+    assert {r["queries"] for r in rows if r["corpus"] == "topical-2k"} == {"real", "topical"}
+    assert {r["queries"] for r in rows if r["corpus"] != "topical-2k"} == {"real"}
+    assert all(0 < r["engine_ms"] <= r["mean_ms"] for r in rows), "the engine's own call is part of the whole"
+    # every corpus is described in the file: what generated it, with which seed, topics and source vectors
+    corpora = json.loads(out.read_text())["corpora"]
+    assert corpora["scifact"]["kind"] == "real" and corpora["2k"]["generator"].endswith("synthesize")
+    topical = corpora["topical-2k"]
+    assert topical["kind"] == "topical" and topical["seed"] == 0 and topical["num_docs"] == 2000
+    assert topical["topics"]["num_topics"] > 1 and topical["source"]["model"] == "splade-tiny"
+    assert {"mean_nnz", "real_mean_nnz", "df_correlation"} <= set(topical["statistics"])
     exact = [r for r in rows if r["mode"] == "exact"]
     assert {r["engine"] for r in exact} == {"lsr", "scipy"}
     # recall@10 is measured against our exhaustive search; the scipy engine is the brute-force reference
@@ -58,9 +71,9 @@ def test_bench_query_cli_writes_rows_json_and_plot(cli, tmp_path):
     # every exact configuration of ours returns the brute-force reference's ranking, hit for hit (recall@10
     # alone would not see a shorter list or another order); on the indexes the runs kept
     workdir = tmp_path / "indexes"
-    for corpus in ("scifact", "2k"):
+    for corpus in ("scifact", "2k", "topical-2k"):
         docs = quantised(corpus_vectors(corpus, None, cache))
-        queries = query_vectors(None, cache)
+        queries = SparseBatch.concat(list(corpus_queries(corpus, None, cache).values()))
         key = fingerprint(docs)
         brute = ScipyEngine()
         open_or_build(brute, docs, key, workdir, corpus, threads=1)
@@ -85,3 +98,36 @@ def test_bench_commands_refuse_values_outside_their_sets(cli, tmp_path):
                       (["bench", "serve", str(tmp_path), "--mode", "lexical"], "lexical")):
         code, _, err = cli(*args)
         assert code == 2 and bad in err, (args, code, err)
+
+
+def test_corpus_names_and_topical_cache(tmp_path):
+    assert CorpusName.parse("scifact") == CorpusName("scifact", "real", None, "scifact", "splade-tiny")
+    assert CorpusName.parse("1M").kind == "synthetic"
+    name = CorpusName.parse("topical-10M:lsr-ifree-tiny")
+    assert (name.kind, name.size, name.model) == ("topical", 10_000_000, "lsr-ifree-tiny")
+    rng = np.random.default_rng(1)
+    for dataset, split in (*QUERY_SETS, *TRAIN_QUERY_SETS):
+        _batch(rng, 20, 8, 1.0).save_npz(tmp_path / f"{dataset}-{split}-lsr-ifree-tiny-queries.npz")
+    for dataset, _ in QUERY_SETS:
+        _batch(rng, 200, 30, 0.5).save_npz(tmp_path / f"{dataset}-lsr-ifree-tiny-docs.npz")
+    import lsr.eval.bench.query as bq
+
+    chunk = bq.TOPICAL_CHUNK
+    bq.TOPICAL_CHUNK = 700  # the corpus cached in three chunk files, read back one at a time
+    try:
+        chunks = list(iter_corpus_chunks("topical-2k:lsr-ifree-tiny", None, tmp_path))
+    finally:
+        bq.TOPICAL_CHUNK = chunk
+    assert [len(c) for c in chunks] == [700, 700, 600]
+    whole = corpus_vectors("topical-2k:lsr-ifree-tiny", None, tmp_path)
+    assert np.array_equal(SparseBatch.concat(chunks).term_ids, whole.term_ids)
+    assert len(corpus_queries("topical-2k:lsr-ifree-tiny", None, tmp_path)["topical"]) == bq.TOPICAL_QUERIES
+
+
+def test_seismic_configurations_are_the_published_ones():
+    from lsr.eval.bench.query import SEISMIC_PUBLISHED
+
+    assert [o for _, o in engine_configs(["seismic"])] == list(SEISMIC_PUBLISHED.values())
+    assert engine_configs(["seismic:recall_95"]) == [("seismic", SEISMIC_PUBLISHED["recall_95"])]
+    assert engine_configs(["pisa:maxscore"]) == [("pisa", {"query_algorithm": "maxscore"})]
+    assert SEISMIC_PUBLISHED["recall_95"]["n_postings"] == 2000 and SEISMIC_PUBLISHED["recall_99"]["heap_factor"] == 0.7

@@ -112,3 +112,16 @@ def test_quantize_query_and_unknown_engine():
                                   [0, 29, 150])
     with pytest.raises(E.LsrError):
         E.make_engine("nope")
+
+
+def test_engine_steps_compose_to_search(built, corpus):
+    """`prepare`, `run` (the engine's own call, what the bench times as engine_ms) and `collect` give what
+    `search` gives, for one query and for the batch."""
+    engine, results, _ = built
+    _, queries, _, _ = corpus
+    for batch, want in ((queries, results), (queries.select([3]), results[3:4])):
+        prepared = engine.prepare(batch, K)
+        got = engine.collect(engine.run(prepared, K, 1), prepared, K)
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)

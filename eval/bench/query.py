@@ -1,10 +1,20 @@
 """`lsr bench query`: our query processor against PISA, BMP, Seismic, Lucene impact search and a scipy brute
 force, on the same 8-bit quantised document vectors, in one run.
 
-Corpora: the real SPLADE-tiny vectors of scifact and nfcorpus (encoded once, cached), and synthetic corpora
-of any size ("100k", "1M") drawn from them by `lsr.eval.bench.synthetic.synthesize`. Queries: the real encoded
-queries of scifact test and nfcorpus dev. Every row: build time, index bytes per posting, single-query mean and
-p99 latency (one call per query), QPS (one batch call), recall@10 against our exact results.
+Corpora (`NAME[:MODEL]`, MODEL the encoder whose vectors the corpus comes from or copies):
+- the real sets, `scifact` and `nfcorpus` (their documents encoded once, cached);
+- unclustered synthetic corpora of any size, `100k`, `1M`, drawn by `lsr.eval.bench.synthetic.synthesize`
+  from scifact + nfcorpus (every term drawn independently: no topics);
+- topical synthetic corpora, `topical-100k`, `topical-1M`, `topical-10M`, drawn by
+  `lsr.eval.bench.synthetic.topical_chunks` from topics learned on the same documents (`TOPICS` topics,
+  seed 0), generated and cached a chunk at a time (a folder of chunk files), with topical queries beside them.
+MODEL is splade-tiny unless named (`topical-1M:lsr-ifree-tiny`: lsr-ifree-tiny's statistics).
+Queries: the real encoded queries of scifact test and nfcorpus dev, and for a topical corpus also synthetic
+queries drawn from its topics (rows say which, in `queries`). Every row: build time, index bytes per posting,
+single-query mean and p99 latency (one call per query), QPS (one batch call), recall@10 against our exact
+results; `mean_ms`, `p99_ms` and `qps` time the whole adapter (our query conversion and result parsing
+included), `engine_ms`, `engine_p99_ms` and `engine_qps` the engine's own call only (see `Engine.run`).
+Every results file describes each corpus it measured (`corpora`: generator, seed, topics, source vectors).
 """
 from __future__ import annotations
 
@@ -30,11 +40,16 @@ from lsr.eval.engines import ENGINES, make_engine
 from .results import atomic_write, write_json
 
 QUERY_SETS = (("scifact", "test"), ("nfcorpus", "dev"))
+TRAIN_QUERY_SETS = (("scifact", "train"), ("nfcorpus", "train"))  # what topical queries copy their statistics from
+DEFAULT_MODEL = "splade-tiny"  # the source of every corpus not named otherwise (and of today's caches)
+TOPICS, TOPICAL_SEED, TOPICAL_QUERIES, TOPICAL_CHUNK = 512, 0, 200, 250_000
 CORPORA = ("scifact", "nfcorpus")  # the default corpora: the real sets
 ENGINE_NAMES = ("lsr", *ENGINES)  # the default: every engine (ours first: the recall reference)
 # what --engine takes: the engines, and "milvus-inverted", Milvus without its SPARSE_WAND collection (a second
-# build of every document; at 100k it answered 4x slower than the inverted index)
-ENGINE_CHOICES = (*ENGINE_NAMES, "milvus-inverted")
+# build of every document; at 100k it answered 4x slower than the inverted index), and one of Seismic's published
+# configurations alone ("seismic:recall_95": each is its own index, minutes to build at 1M), or one PISA algorithm
+ENGINE_CHOICES = (*ENGINE_NAMES, "milvus-inverted", "seismic:recall_90", "seismic:recall_95", "seismic:recall_99",
+                  "pisa:maxscore", "pisa:block_max_wand")
 CACHE, WORKDIR = "runs/bench-cache", "runs/bench-indexes"
 
 
@@ -43,13 +58,21 @@ def default_threads() -> list[int]:
     return sorted({1, os.cpu_count() or 1})
 
 
-def _encode_cached(cache: Path, name: str, texts_fn, queries: bool) -> SparseBatch:
-    path = cache / f"{name}.npz"
+def _cache_name(name: str, model: str) -> str:
+    """splade-tiny keeps the cache's first names (`scifact-docs`); other models add theirs."""
+    if model == DEFAULT_MODEL:
+        return name
+    stem, kind = name.rsplit("-", 1)
+    return f"{stem}-{model.replace('/', '--')}-{kind}"
+
+
+def _encode_cached(cache: Path, name: str, texts_fn, queries: bool, model: str = DEFAULT_MODEL) -> SparseBatch:
+    path = cache / f"{_cache_name(name, model)}.npz"
     if path.is_file():
         return SparseBatch.load_npz(path)
-    from lsr.encoders import SpladeEncoder, resolve_model
+    from lsr.encoders import load_sparse_encoder, resolve_model
 
-    encoder = SpladeEncoder(resolve_model("splade-tiny").source, show_progress=True)
+    encoder = load_sparse_encoder(resolve_model(model), show_progress=True)
     texts = texts_fn()
     vectors = encoder.encode_queries(texts) if queries else encoder.encode_documents(texts)
     cache.mkdir(parents=True, exist_ok=True)
@@ -57,18 +80,43 @@ def _encode_cached(cache: Path, name: str, texts_fn, queries: bool) -> SparseBat
     return vectors
 
 
-def real_vectors(dataset: str, data_dir: str | Path | None, cache: Path) -> SparseBatch:
+def real_vectors(dataset: str, data_dir: str | Path | None, cache: Path, model: str = DEFAULT_MODEL) -> SparseBatch:
     from lsr.eval.beir import load_corpus
 
     return _encode_cached(cache, f"{dataset}-docs", lambda: [d.contents for d in
-                                                             load_corpus(dataset, data_dir).corpus.values()], False)
+                                                             load_corpus(dataset, data_dir).corpus.values()], False,
+                          model)
 
 
-def query_vectors(data_dir: str | Path | None, cache: Path) -> SparseBatch:
+def query_vectors(data_dir: str | Path | None, cache: Path, model: str = DEFAULT_MODEL,
+                  sets: tuple[tuple[str, str], ...] = QUERY_SETS) -> SparseBatch:
     from lsr.eval.beir import load_beir
 
     return SparseBatch.concat([_encode_cached(cache, f"{d}-{s}-queries", lambda d=d, s=s: list(
-        load_beir(d, s, data_dir).queries.values()), True) for d, s in QUERY_SETS])
+        load_beir(d, s, data_dir).queries.values()), True, model) for d, s in sets])
+
+
+@dataclass(frozen=True)
+class CorpusName:
+    """`NAME[:MODEL]`: a real set, an unclustered size (`1M`) or a topical size (`topical-1M`), and its source."""
+
+    text: str
+    kind: str  # "real", "synthetic" or "topical"
+    size: int | None
+    dataset: str | None
+    model: str
+
+    @classmethod
+    def parse(cls, text: str) -> CorpusName:
+        name, _, model = text.partition(":")
+        model = model or DEFAULT_MODEL
+        if name.startswith("topical-"):
+            size = parse_size(name[len("topical-"):])
+            if size is None:
+                raise LsrError(f"corpus {text!r}: topical-SIZE takes a size such as 100k or 1M")
+            return cls(text, "topical", size, None, model)
+        size = parse_size(name)
+        return cls(text, "real" if size is None else "synthetic", size, name if size is None else None, model)
 
 
 def parse_size(name: str) -> int | None:
@@ -79,17 +127,109 @@ def parse_size(name: str) -> int | None:
     return None
 
 
+def _source_vectors(model: str, data_dir, cache: Path) -> SparseBatch:
+    return SparseBatch.concat([real_vectors(d, data_dir, cache, model) for d, _ in QUERY_SETS])
+
+
+def _source_record(model: str, cache: Path) -> dict[str, Any]:
+    return {"model": model, "documents": [f"{d} corpus" for d, _ in QUERY_SETS],
+            "files": [f"{_cache_name(f'{d}-docs', model)}.npz" for d, _ in QUERY_SETS]}
+
+
+def topical_folder(corpus: CorpusName, cache: Path) -> Path:
+    model = corpus.model.replace("/", "--")
+    return cache / f"topical-{corpus.text.split(':')[0][len('topical-'):]}-{model}-t{TOPICS}-s{TOPICAL_SEED}"
+
+
+def topical_model(model: str, data_dir, cache: Path):
+    """The topics of `model`'s scifact + nfcorpus document vectors, with its train queries' statistics."""
+    from .synthetic import fit_topics
+
+    train = query_vectors(data_dir, cache, model, TRAIN_QUERY_SETS)
+    return fit_topics(_source_vectors(model, data_dir, cache), TOPICS, train_queries=train, seed=TOPICAL_SEED)
+
+
+def write_topical_corpus(corpus: CorpusName, data_dir, cache: Path, log=print) -> Path:
+    """Generate a topical corpus into its cache folder a chunk at a time (one `chunk-NNNNN.npz` each, at most
+    one chunk in memory), its topical queries (`queries.npz`, `query_topics.npy`) and `corpus.json` (the
+    description; written last, so a folder without it is incomplete and generated again)."""
+    import scipy.sparse as sp
+
+    from .synthetic import topical_chunks, topical_queries
+
+    folder = topical_folder(corpus, cache)
+    if (folder / "corpus.json").is_file():
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    start = time.perf_counter()
+    model = topical_model(corpus.model, data_dir, cache)
+    log(f"{corpus.text}: {model.num_topics} topics fitted in {time.perf_counter() - start:.1f} s")
+    nnz, lengths, df = 0, [], np.zeros(model.vocab_size, dtype=np.int64)
+    for i, chunk in enumerate(topical_chunks(model, corpus.size, TOPICAL_SEED, TOPICAL_CHUNK)):
+        sp.save_npz(folder / f"chunk-{i:05d}.npz", chunk.to_scipy(), compressed=False)
+        nnz += chunk.nnz
+        df += np.bincount(chunk.term_ids, minlength=model.vocab_size)
+        log(f"  chunk {i}: {len(chunk):,} documents ({time.perf_counter() - start:.0f} s)")
+    queries, topics = topical_queries(model, TOPICAL_QUERIES, seed=TOPICAL_SEED)
+    queries.save_npz(folder / "queries.npz")
+    np.save(folder / "query_topics.npy", topics)
+    real_df = model.global_df
+    description = {
+        "kind": "topical", "generator": "lsr.eval.bench.synthetic.topical_chunks", "seed": TOPICAL_SEED,
+        "num_docs": corpus.size, "num_postings": int(nnz), "chunk_docs": TOPICAL_CHUNK,
+        "topics": model.settings, "source": _source_record(corpus.model, cache),
+        "queries": {"real": [f"{d} {s}" for d, s in QUERY_SETS], "topical": TOPICAL_QUERIES,
+                    "topical_from": [f"{d} {s}" for d, s in TRAIN_QUERY_SETS]},
+        "statistics": {"mean_nnz": nnz / corpus.size, "real_mean_nnz": float(model.lengths.mean()),
+                       "df_correlation": float(np.corrcoef(real_df, df / corpus.size)[0, 1])},
+        "generated_s": round(time.perf_counter() - start, 1)}
+    atomic_write(folder / "corpus.json", json.dumps(description, indent=2).encode())
+    return folder
+
+
+def iter_corpus_chunks(name: str, data_dir, cache: Path):
+    """A topical corpus' cached chunks, one SparseBatch at a time (generated first if need be)."""
+    folder = write_topical_corpus(CorpusName.parse(name), data_dir, cache)
+    for path in sorted(folder.glob("chunk-*.npz")):
+        yield SparseBatch.load_npz(path)
+
+
+def corpus_description(name: str, data_dir, cache: Path) -> dict[str, Any]:
+    """What a corpus is, for the results file: generator, seed, topics, source vectors."""
+    corpus = CorpusName.parse(name)
+    if corpus.kind == "real":
+        return {"kind": "real", "dataset": corpus.dataset, "model": corpus.model,
+                "file": f"{_cache_name(f'{corpus.dataset}-docs', corpus.model)}.npz"}
+    if corpus.kind == "synthetic":
+        return {"kind": "synthetic (unclustered)", "generator": "lsr.eval.bench.synthetic.synthesize", "seed": 0,
+                "num_docs": corpus.size, "source": _source_record(corpus.model, cache)}
+    return json.loads((write_topical_corpus(corpus, data_dir, cache) / "corpus.json").read_text())
+
+
+def corpus_queries(name: str, data_dir, cache: Path) -> dict[str, SparseBatch]:
+    """The query sets a corpus is measured with: the real encoded queries of its model, and topical queries
+    for a topical corpus."""
+    corpus = CorpusName.parse(name)
+    sets = {"real": query_vectors(data_dir, cache, corpus.model)}
+    if corpus.kind == "topical":
+        sets["topical"] = SparseBatch.load_npz(write_topical_corpus(corpus, data_dir, cache) / "queries.npz")
+    return sets
+
+
 def corpus_vectors(name: str, data_dir, cache: Path) -> SparseBatch:
-    size = parse_size(name)
-    if size is None:
-        return real_vectors(name, data_dir, cache)
-    path = cache / f"synthetic-{name}.npz"
+    corpus = CorpusName.parse(name)
+    if corpus.kind == "real":
+        return real_vectors(corpus.dataset, data_dir, cache, corpus.model)
+    if corpus.kind == "topical":
+        return SparseBatch.concat(list(iter_corpus_chunks(name, data_dir, cache)))
+    suffix = "" if corpus.model == DEFAULT_MODEL else f"-{corpus.model.replace('/', '--')}"
+    path = cache / f"synthetic-{name.split(':')[0]}{suffix}.npz"
     if path.is_file():
         return SparseBatch.load_npz(path)
     from .synthetic import synthesize
 
-    real = SparseBatch.concat([real_vectors(d, data_dir, cache) for d, _ in QUERY_SETS])
-    docs = synthesize(real, size, seed=0)
+    docs = synthesize(_source_vectors(corpus.model, data_dir, cache), corpus.size, seed=0)
     import scipy.sparse as sp
 
     sp.save_npz(path, docs.to_scipy(), compressed=False)
@@ -128,11 +268,33 @@ class LsrEngine:
         self._searcher = Searcher(IndexReader(workdir, verify_checksums=False), **self.options)
 
     def search(self, queries: SparseBatch, k: int, threads: int = 1) -> list[np.ndarray]:
+        return self.collect(self.run(self.prepare(queries, k), k, threads), queries, k)
+
+    def prepare(self, queries: SparseBatch, k: int) -> SparseBatch:
+        return queries  # the Searcher takes the SparseBatch as it is
+
+    def run(self, queries: SparseBatch, k: int, threads: int = 1) -> list:
         assert self._searcher is not None
-        return [idx for idx, _ in self._searcher.search_batch_vectors(queries, k=k, threads=threads)]
+        return self._searcher.search_batch_vectors(queries, k=k, threads=threads)
+
+    def collect(self, raw: list, prepared: SparseBatch, k: int) -> list[np.ndarray]:
+        return [idx for idx, _ in raw]
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self._path.iterdir())
+
+
+# Seismic's own best configurations for SPLADE (splade-cocondenser on MS MARCO v1, 8.8M passages, memory budget
+# 1.5x the forward index; TusKANNy/seismic experiments/best_configs/msmarco-v1/splade-cocondenser/
+# mem_budget_1.5/recall_{90,95,99}.toml; kmeans-doc-cut 15 in all three, knn 0)
+SEISMIC_PUBLISHED = {
+    "recall_90": {"n_postings": 2000, "centroid_fraction": 0.2, "summary_energy": 0.4, "max_fraction": 6.0,
+                  "min_cluster_size": 2, "doc_cut": 15, "query_cut": 4, "heap_factor": 0.9},
+    "recall_95": {"n_postings": 2000, "centroid_fraction": 0.2, "summary_energy": 0.5, "max_fraction": 4.0,
+                  "min_cluster_size": 2, "doc_cut": 15, "query_cut": 10, "heap_factor": 0.9},
+    "recall_99": {"n_postings": 3000, "centroid_fraction": 0.1, "summary_energy": 0.4, "max_fraction": 4.0,
+                  "min_cluster_size": 10, "doc_cut": 15, "query_cut": 10, "heap_factor": 0.7},
+}
 
 
 def engine_configs(names: list[str]) -> list[tuple[str, dict[str, Any]]]:
@@ -144,11 +306,12 @@ def engine_configs(names: list[str]) -> list[tuple[str, dict[str, Any]]]:
             configs += [("lsr", {"max_query_terms": m}) for m in (64, 40)]
         elif name == "pisa":  # MaxScore measured 7x faster than block-max WAND on these vectors (1M, 20 queries)
             configs += [("pisa", {"query_algorithm": a}) for a in ("maxscore", "block_max_wand")]
-        elif name == "seismic":  # the adapter's index (n_postings 3,500: recall <= 0.89 at 1M), then one that
-            # reaches 0.95 at 1M (15,000 postings per list, 5% centroids; 672 s to build there)
-            configs += [("seismic", {"query_cut": q, "heap_factor": h}) for q, h in ((10, 0.8), (20, 0.7))]
-            configs.append(("seismic", {"n_postings": 15000, "centroid_fraction": 0.05, "query_cut": 10,
-                                        "heap_factor": 0.9}))
+        elif name == "seismic":
+            configs += [("seismic", dict(c)) for c in SEISMIC_PUBLISHED.values()]
+        elif name.startswith("pisa:"):  # one algorithm (block-max WAND took 0.87 s a query at 1M)
+            configs.append(("pisa", {"query_algorithm": name.split(":", 1)[1]}))
+        elif name.startswith("seismic:"):
+            configs.append(("seismic", dict(SEISMIC_PUBLISHED[name.split(":", 1)[1]])))
         elif name in ("milvus", "milvus-inverted"):  # exact, then drop ratios, then SPARSE_WAND (its own collection)
             configs += [("milvus", {}), ("milvus", {"drop_ratio_search": 0.2}), ("milvus", {"drop_ratio_search": 0.4})]
             if name == "milvus":
@@ -173,6 +336,11 @@ class Row:
     bytes_per_posting: float
     options: dict[str, Any] = field(default_factory=dict)
     index_reused: bool = False  # True: build_s was measured when an earlier run (or configuration) built it
+    queries: str = "real"  # the query set: "real" (encoded scifact test + nfcorpus dev) or "topical"
+    num_queries: int = 0
+    engine_ms: float = 0.0  # the engine's own call (Engine.run) per query, our glue left out; mean_ms has it
+    engine_p99_ms: float = 0.0
+    engine_qps: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -230,21 +398,22 @@ def bench_query(corpora: list[str] | None = None, engines: list[str] | None = No
     corpora, engines = list(corpora or CORPORA), list(engines or ENGINE_NAMES)
     threads = list(threads or default_threads())
     cache, workdir = Path(cache), Path(workdir)
-    queries = query_vectors(data_dir, cache)
-    if max_queries:
-        queries = queries.select(list(range(min(max_queries, len(queries)))))
     rows: list[Row] = []
     for corpus in corpora:
+        query_sets = corpus_queries(corpus, data_dir, cache)
+        if max_queries:
+            query_sets = {q: v.select(list(range(min(max_queries, len(v))))) for q, v in query_sets.items()}
         docs = quantised(corpus_vectors(corpus, data_dir, cache))
-        log(f"{corpus}: {len(docs):,} documents, {docs.nnz:,} postings; {len(queries)} queries")
-        reference: list[np.ndarray] | None = None
+        log(f"{corpus}: {len(docs):,} documents, {docs.nnz:,} postings; queries "
+            + ", ".join(f"{len(v)} {q}" for q, v in query_sets.items()))
+        reference: dict[str, list[np.ndarray]] = {}  # per query set: our exhaustive top k
         docs_key = fingerprint(docs)
         fresh: set[Path] = set()  # built in this run: later configurations reuse them
         for name, options in engine_configs(engines):
             engine = LsrEngine(**options) if name == "lsr" else make_engine(name, **options)
             try:
-                path, build_s, reused = open_or_build(engine, docs, docs_key, workdir, corpus, max(threads),
-                                                      rebuild, fresh)
+                path, build_s, reused = open_or_build(engine, docs, docs_key, workdir, corpus.replace(":", "@"),
+                                                      max(threads), rebuild, fresh)
             except (ImportError, LsrError) as e:
                 log(f"  {name}: not run ({e})")
                 continue
@@ -257,22 +426,16 @@ def bench_query(corpora: list[str] | None = None, engines: list[str] | None = No
                 continue
             # an engine whose Python API runs queries one after another on one thread gets one row
             for n_threads in threads if getattr(engine, "threaded", True) else sorted(threads)[:1]:
-                engine.search(queries.select([0]), k=k, threads=n_threads)  # warm-up (JIT, JVM, caches)
-                latency, results = [], []
-                for i in range(len(queries)):
-                    t0 = time.perf_counter()
-                    results.append(engine.search(queries.select([i]), k=k, threads=n_threads)[0])
-                    latency.append((time.perf_counter() - t0) * 1e3)
-                t0 = time.perf_counter()
-                engine.search(queries, k=k, threads=n_threads)
-                qps = len(queries) / (time.perf_counter() - t0)
-                if reference is None:  # the first config is ours, exact
-                    reference = results
-                row = Row(name, engine.mode, corpus, n_threads, float(np.mean(latency)),
-                          float(np.percentile(latency, 99)), qps, _recall(results, reference, k), build_s,
-                          bytes_per_posting, {k_: v for k_, v in options.items()}, reused)
-                rows.append(row)
-                log(format_row(row))
+                for qset, queries in query_sets.items():
+                    timing = time_engine(engine, queries, k, n_threads)
+                    results = timing.pop("results")
+                    if qset not in reference:  # the first config is ours, exact
+                        reference[qset] = results
+                    row = Row(name, engine.mode, corpus, n_threads, recall_at_10=_recall(results, reference[qset], k),
+                              build_s=build_s, bytes_per_posting=bytes_per_posting, options=dict(options),
+                              index_reused=reused, queries=qset, num_queries=len(queries), **timing)
+                    rows.append(row)
+                    log(format_row(row))
             if hasattr(engine, "close"):
                 engine.close()
             del engine
@@ -280,17 +443,50 @@ def bench_query(corpora: list[str] | None = None, engines: list[str] | None = No
     return rows
 
 
+def time_engine(engine, queries: SparseBatch, k: int, threads: int) -> dict[str, Any]:
+    """One call per query, then one batch call: each timed whole (the adapter's `prepare`, the engine's `run`,
+    the adapter's `collect`) and the engine's `run` alone."""
+    one = [queries.select([i]) for i in range(len(queries))]
+    engine.search(one[0], k=k, threads=threads)  # warm-up (JIT, JVM, caches)
+    whole, own, results = [], [], []
+    for q in one:
+        t0 = time.perf_counter()
+        prepared = engine.prepare(q, k)
+        t1 = time.perf_counter()
+        raw = engine.run(prepared, k, threads)
+        t2 = time.perf_counter()
+        results.append(engine.collect(raw, prepared, k)[0])
+        t3 = time.perf_counter()
+        whole.append((t3 - t0) * 1e3)
+        own.append((t2 - t1) * 1e3)
+    t0 = time.perf_counter()
+    prepared = engine.prepare(queries, k)
+    t1 = time.perf_counter()
+    raw = engine.run(prepared, k, threads)
+    t2 = time.perf_counter()
+    engine.collect(raw, prepared, k)
+    t3 = time.perf_counter()
+    return {"mean_ms": float(np.mean(whole)), "p99_ms": float(np.percentile(whole, 99)),
+            "qps": len(queries) / (t3 - t0), "engine_ms": float(np.mean(own)),
+            "engine_p99_ms": float(np.percentile(own, 99)), "engine_qps": len(queries) / (t2 - t1),
+            "results": results}
+
+
 def format_row(row: Row) -> str:
-    return (f"  {row.engine:8} {row.mode:11} threads={row.threads} mean {row.mean_ms:8.2f} ms  p99 "
+    return (f"  {row.engine:8} {row.mode:11} {row.queries:7} threads={row.threads} mean {row.mean_ms:8.2f} ms "
+            f"(engine {row.engine_ms:8.2f})  p99 "
             f"{row.p99_ms:8.2f} ms  {row.qps:8.1f} QPS  recall@10 {row.recall_at_10:.3f}  build "
             f"{row.build_s:6.1f} s  {row.bytes_per_posting:5.2f} B/posting  {row.options or ''}")
 
 
-def write_results(rows: list[Row], json_path: str | Path, plot_path: str | Path | None = None) -> None:
-    """The rows as one JSON file (replaced whole), with the machine, and a latency-recall plot if asked."""
+def write_results(rows: list[Row], json_path: str | Path, plot_path: str | Path | None = None, *,
+                  corpora: dict[str, dict] | None = None) -> None:
+    """The rows as one JSON file (replaced whole), with the machine and what each corpus is (`corpora`, from
+    `corpus_description`), and a latency-recall plot if asked."""
     doc = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
                        "cpus": os.cpu_count()},
-           "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "results": [r.to_json() for r in rows]}
+           "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "corpora": corpora or {},
+           "results": [r.to_json() for r in rows]}
     write_json(json_path, doc)
     if plot_path:
         import matplotlib
@@ -298,16 +494,16 @@ def write_results(rows: list[Row], json_path: str | Path, plot_path: str | Path 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, axes = plt.subplots(1, len({r.corpus for r in rows}) or 1, figsize=(6 * len({r.corpus for r in rows}), 4),
-                                 squeeze=False)
-        for ax, corpus in zip(axes[0], sorted({r.corpus for r in rows})):
+        panels = sorted({(r.corpus, r.queries) for r in rows})
+        fig, axes = plt.subplots(1, len(panels) or 1, figsize=(6 * max(1, len(panels)), 4), squeeze=False)
+        for ax, (corpus, qset) in zip(axes[0], panels):
             for engine in sorted({r.engine for r in rows}):
-                pts = [(r.recall_at_10, r.mean_ms) for r in rows if r.corpus == corpus and r.engine == engine
-                       and r.threads == 1]
+                pts = [(r.recall_at_10, r.engine_ms) for r in rows if (r.corpus, r.queries) == (corpus, qset)
+                       and r.engine == engine and r.threads == 1]
                 if pts:
                     ax.scatter(*zip(*pts), label=engine)
-            ax.set(title=f"{corpus}, 1 thread", xlabel="recall@10 vs exact", ylabel="mean latency (ms)",
-                   yscale="log")
+            ax.set(title=f"{corpus}, {qset} queries, 1 thread", xlabel="recall@10 vs exact",
+                   ylabel="engine's own mean latency (ms)", yscale="log")
             ax.legend()
         fig.tight_layout()
         image = io.BytesIO()

@@ -3,7 +3,11 @@
 Every adapter has the `Engine` interface: `build(docs, workdir, threads)` indexes a `SparseBatch` whose weights
 are integer impacts (0..255) stored as float32 into workdir and opens it; `open(workdir)` opens what an earlier
 `build` with the same `build_options()` wrote there (the benchmark reuses indexes this way);
-`search(queries, k, threads)` returns, per query, the row numbers of `docs` (doc_idx) ranked best first; `size_bytes()` is the on-disk index size. Terms are the string
+`search(queries, k, threads)` returns, per query, the row numbers of `docs` (doc_idx) ranked best first; `size_bytes()` is the on-disk index size.
+`search` is three steps, which `lsr bench query` times apart: `prepare(queries, k)` (our glue: the queries as the
+engine's API takes them, e.g. PISA's (index, {term: weight}) list, Lucene's Java query maps, Seismic's string
+arrays), `run(prepared, k, threads)` (the engine's own call: its `engine_ms`) and `collect(raw, prepared, k)`
+(our glue: its answer as ranked doc_idx arrays); `mean_ms` times all three. Terms are the string
 form of the term ids ("t123", or "123" for Seismic, which addresses components by id).
 
 How each engine sees the query (recall@10 is the caller's measure against our exact results):
@@ -13,7 +17,8 @@ How each engine sees the query (recall@10 is the caller's measure against our ex
 - `pisa`   exact over integer query weights: PISA (pyterrier-pisa) "quantized" scorer = sum of
            query_weight * impact; the query is `round(w * query_scale)` (query terms that round to 0 are
            dropped; pyterrier-pisa repeats a term `weight` times, which is how PISA takes a query weight).
-           Algorithm: `block_max_wand` by default (exact top-k), `maxscore` etc. selectable.
+           Algorithm: `block_max_wand` by default (exact top-k), `maxscore` etc. selectable. Queries go to
+           `_pisathon.retrieve`, the C++ batch call under pyterrier-pisa's transform, without its pandas frames.
 - `lucene` exact over integer query weights: Anserini's SimpleImpactSearcher (the Java class behind
            pyserini's LuceneImpactSearcher), score = sum of query_weight * impact, the query is
            `round(w * query_scale)` as for PISA (Lucene impact queries take integers only).

@@ -9,10 +9,10 @@ from lsr.index import LsrError
 from lsr.index.lucene import term_token
 from lsr.index.sparse import SparseBatch
 
-from .common import dir_size, fresh_dir, int_impacts, rank, term_dicts
+from .common import Staged, dir_size, fresh_dir, int_impacts, rank, term_dicts
 
 
-class BmpEngine:
+class BmpEngine(Staged):
     """Block-Max Pruning (bmp): documents as u8 impacts through `bmp.Indexer`, queried with `Searcher.search`.
     `alpha` < 1 prunes blocks more aggressively, `beta` < 1 drops light query terms (both 1.0 = BMP's
     'exact' setting, still over its internally quantised query)."""
@@ -48,19 +48,21 @@ class BmpEngine:
         self._path = Path(workdir) / "index.bmp"
         self._searcher = Searcher(str(self._path))
 
-    def search(self, queries: SparseBatch, k: int, threads: int = 1) -> list[np.ndarray]:
-        if self._searcher is None:
-            raise LsrError("bmp engine: build() first")
+    def prepare(self, queries: SparseBatch, k: int) -> list[dict]:
         out = []
         for i in range(len(queries)):
             terms, weights = queries.row(i)
-            q = {term_token(t): float(w) for t, w in zip(terms, weights) if w > 0}
-            if not q:
-                out.append(np.zeros(0, dtype=np.int64))
-                continue
-            docnos, scores = self._searcher.search(q, k, self.alpha, self.beta)
-            out.append(rank(np.array([int(d) for d in docnos], dtype=np.int64), np.asarray(scores), k))
+            out.append({term_token(t): float(w) for t, w in zip(terms, weights) if w > 0})
         return out
+
+    def run(self, prepared: list[dict], k: int, threads: int = 1) -> list:
+        if self._searcher is None:
+            raise LsrError("bmp engine: build() first")
+        return [self._searcher.search(q, k, self.alpha, self.beta) if q else None for q in prepared]
+
+    def collect(self, raw: list, prepared: list[dict], k: int) -> list[np.ndarray]:
+        return [np.zeros(0, dtype=np.int64) if r is None else
+                rank(np.array([int(d) for d in r[0]], dtype=np.int64), np.asarray(r[1]), k) for r in raw]
 
     def size_bytes(self) -> int:
         return dir_size(self._path) if self._path else 0

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from lsr.index import LsrError, brute_force_search
 from lsr.index.sparse import SparseBatch
 
-from .common import dir_size, fresh_dir
+from .common import Staged, dir_size, fresh_dir
 
 
 class _ImpactMatrix:
@@ -28,7 +28,7 @@ class _ImpactMatrix:
         return self._docs
 
 
-class ScipyEngine:
+class ScipyEngine(Staged):
     """Exact baseline: the reference brute force (a sparse matrix-vector product and a full sort per query)."""
 
     name = "scipy"
@@ -50,10 +50,16 @@ class ScipyEngine:
         self._path = Path(workdir) / "docs.npz"
         self._docs = _ImpactMatrix(sp.load_npz(self._path).tocsr())
 
-    def search(self, queries: SparseBatch, k: int, threads: int = 1) -> list[np.ndarray]:
+    def prepare(self, queries: SparseBatch, k: int) -> list:
+        return [queries.row(i) for i in range(len(queries))]
+
+    def run(self, prepared: list, k: int, threads: int = 1) -> list[np.ndarray]:
         if self._docs is None:
             raise LsrError("scipy engine: build() first")
-        return [brute_force_search(self._docs, *queries.row(i), k=k)[0] for i in range(len(queries))]
+        return [brute_force_search(self._docs, terms, weights, k=k)[0] for terms, weights in prepared]
+
+    def collect(self, raw: list[np.ndarray], prepared: list, k: int) -> list[np.ndarray]:
+        return raw
 
     def size_bytes(self) -> int:
         return dir_size(self._path) if self._path else 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -27,7 +27,24 @@ class Engine(Protocol):
 
     def search(self, queries: SparseBatch, k: int, threads: int) -> list[np.ndarray]: ...
 
+    # `search` in three steps, so a benchmark can time the engine's own call apart from the adapter's glue:
+    # `prepare` turns the queries into what the engine's API takes (pandas frames, Java maps, string arrays),
+    # `run` is the engine's own call on that, `collect` turns its answer into ranked doc_idx arrays.
+    def prepare(self, queries: SparseBatch, k: int) -> Any: ...
+
+    def run(self, prepared: Any, k: int, threads: int) -> Any: ...
+
+    def collect(self, raw: Any, prepared: Any, k: int) -> list[np.ndarray]: ...
+
     def size_bytes(self) -> int: ...
+
+
+class Staged:
+    """`search` as `collect(run(prepare(...)))`, for adapters that define the three steps."""
+
+    def search(self, queries: SparseBatch, k: int, threads: int = 1) -> list[np.ndarray]:
+        prepared = self.prepare(queries, k)
+        return self.collect(self.run(prepared, k, threads), prepared, k)
 
 
 def dir_size(path: Path, exclude: tuple[str, ...] = ()) -> int:

@@ -9,10 +9,10 @@ from lsr.index import LsrError
 from lsr.index.lucene import lucene_query
 from lsr.index.sparse import SparseBatch
 
-from .common import dir_size, fresh_dir, int_impacts, rank
+from .common import Staged, dir_size, fresh_dir, int_impacts, rank
 
 
-class LuceneEngine:
+class LuceneEngine(Staged):
     """Lucene impact search: the index the Lucene backend writes (`lsr.index.lucene.write_lucene_index`), searched
     by SimpleImpactSearcher (the Java searcher under pyserini's LuceneImpactSearcher) with integer query weights
     `round(w * query_scale)` (Lucene's exact top-k over that integer query)."""
@@ -46,22 +46,29 @@ class LuceneEngine:
         self._path = Path(workdir) / "index"
         self._searcher = autoclass("io.anserini.search.SimpleImpactSearcher")(str(self._path))
 
-    def search(self, queries: SparseBatch, k: int, threads: int = 1) -> list[np.ndarray]:
+    def prepare(self, queries: SparseBatch, k: int) -> tuple:
+        """The Java query maps (the query map built outside the engine's call)."""
         from pyserini.pyclass import JArrayList
 
-        if self._searcher is None:
-            raise LsrError("lucene engine: build() first")
-        jqueries, jqids, asked = JArrayList(), JArrayList(), []
+        jqueries, jqids, asked = JArrayList(), JArrayList(), 0
         for i in range(len(queries)):
             jq = lucene_query(*queries.row(i), scale=self.query_scale)
             if jq.size():
                 jqueries.add(jq)
                 jqids.add(str(i))
-                asked.append(i)
-        out: list[np.ndarray] = [np.zeros(0, dtype=np.int64) for _ in range(len(queries))]
-        if not asked:
+                asked += 1
+        return len(queries), jqueries, jqids, asked
+
+    def run(self, prepared: tuple, k: int, threads: int = 1):
+        if self._searcher is None:
+            raise LsrError("lucene engine: build() first")
+        _, jqueries, jqids, asked = prepared
+        return self._searcher.batch_search(jqueries, jqids, int(k), int(max(1, threads))) if asked else None
+
+    def collect(self, results, prepared: tuple, k: int) -> list[np.ndarray]:
+        out: list[np.ndarray] = [np.zeros(0, dtype=np.int64) for _ in range(prepared[0])]
+        if results is None:
             return out
-        results = self._searcher.batch_search(jqueries, jqids, int(k), int(max(1, threads)))
         for entry in results.entrySet().toArray():
             hits = entry.getValue()
             out[int(entry.getKey())] = rank(np.array([int(h.docid) for h in hits], dtype=np.int64),

@@ -15,13 +15,13 @@ import numpy as np
 from lsr.index import LsrError
 from lsr.index.sparse import SparseBatch
 
-from .common import dir_size, fresh_dir
+from .common import Staged, dir_size, fresh_dir
 
 DB = "milvus.db"
 COLLECTION = "bench"
 
 
-class MilvusEngine:
+class MilvusEngine(Staged):
     name = "milvus"
     threaded = False  # one client call at a time; Milvus spreads the work over its own threads
 
@@ -52,23 +52,31 @@ class MilvusEngine:
         self._client = connect(self._uri)
         self._client.load_collection(COLLECTION)
 
-    def search(self, queries: SparseBatch, k: int, threads: int = 1) -> list[np.ndarray]:
-        from lsr.index.hits import ranking_order
-
-        if self._path is None:
-            raise LsrError("milvus engine: build() first")
+    def prepare(self, queries: SparseBatch, k: int) -> list[dict]:
         vectors = []
         for i in range(len(queries)):
             t, w = queries.row(i)
             keep = w > 0
             vectors.append(dict(zip(t[keep].tolist(), w[keep].astype(np.float64).tolist())))
-        out = [np.zeros(0, np.int64) for _ in vectors]
+        return vectors
+
+    def run(self, vectors: list[dict], k: int, threads: int = 1) -> list:
+        if self._path is None:
+            raise LsrError("milvus engine: build() first")
         todo = [i for i, v in enumerate(vectors) if v]
+        answers = []
         for lo in range(0, len(todo), 256):
             chunk = todo[lo:lo + 256]
-            results = self._client.search(COLLECTION, data=[vectors[i] for i in chunk], anns_field="sparse",
-                                          limit=k, search_params={"metric_type": "IP", "params": {
-                                              "drop_ratio_search": self.drop_ratio}}, timeout=60)
+            answers.append((chunk, self._client.search(
+                COLLECTION, data=[vectors[i] for i in chunk], anns_field="sparse", limit=k,
+                search_params={"metric_type": "IP", "params": {"drop_ratio_search": self.drop_ratio}}, timeout=60)))
+        return answers
+
+    def collect(self, answers: list, vectors: list[dict], k: int) -> list[np.ndarray]:
+        from lsr.index.hits import ranking_order
+
+        out = [np.zeros(0, np.int64) for _ in vectors]
+        for chunk, results in answers:
             for i, hits in zip(chunk, results):
                 idx = np.array([h["id"] for h in hits], np.int64)
                 scores = np.array([h["distance"] for h in hits], np.float64)

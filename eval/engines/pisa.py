@@ -9,13 +9,18 @@ from lsr.index import LsrError
 from lsr.index.lucene import quantize_query, term_token
 from lsr.index.sparse import SparseBatch
 
-from .common import dir_size, fresh_dir, int_impacts, rank, term_dicts
+from .common import Staged, dir_size, fresh_dir, int_impacts, rank, term_dicts
 
 
-class PisaEngine:
+class PisaEngine(Staged):
     """PISA through pyterrier-pisa: documents indexed as pre-computed impacts (`toks` dicts, stemmer none, no
     stopwords, `scale=1` so impacts go in unchanged), retrieved with the `quantized` scorer (dot product) and
-    query-weighted integer queries."""
+    query-weighted integer queries.
+
+    Queries go to PISA's batch call, `_pisathon.retrieve` (the C++ binding under pyterrier-pisa's
+    `PisaRetrieve.transform`, with the retriever's own prepared context), on a list of (index, {term: weight})
+    pairs and preallocated result arrays: the pandas frames `transform` builds and returns are left out, so the
+    engine's own call is what `run` times."""
 
     name = "pisa"
     mode = "exact"
@@ -61,22 +66,41 @@ class PisaEngine:
             self._retrievers[key] = self._index.quantized(num_results=k, threads=max(1, threads),
                                                           query_algorithm=self.query_algorithm,
                                                           query_weighted=True, toks_scale=1.0)
+            self._retrievers[key].reset_retrieval_context()  # PISA's prepared index, made once per retriever
         return self._retrievers[key]
 
-    def search(self, queries: SparseBatch, k: int, threads: int = 1) -> list[np.ndarray]:
-        import pandas as pd
-
-        if self._index is None:
-            raise LsrError("pisa engine: build() first")
-        rows = []
+    def prepare(self, queries: SparseBatch, k: int) -> tuple:
+        inp = []
         for i in range(len(queries)):
             terms, weights = queries.row(i)
             qw = quantize_query(weights, self.query_scale)
-            rows.append({"qid": str(i), "query_toks": {term_token(t): float(w) for t, w in zip(terms, qw) if w > 0}})
-        res = self._retriever(k, threads)(pd.DataFrame(rows, columns=["qid", "query_toks"]))
-        out: list[np.ndarray] = [np.zeros(0, dtype=np.int64) for _ in range(len(queries))]
-        for qid, group in res.groupby("qid", sort=False):
-            out[int(qid)] = rank(group["docno"].astype(np.int64).to_numpy(), group["score"].to_numpy(), k)
+            # as PisaRetrieve.transform passes query_toks (toks_scale is 1 here)
+            inp.append((i, {term_token(t): float(w) for t, w in zip(terms, qw) if w > 0}))
+        shape = (len(queries) * k,)
+        arrays = dict(result_qidxs=np.empty(shape, dtype=np.int32), result_docnos=np.empty(shape, dtype=object),
+                      result_ranks=np.empty(shape, dtype=np.int32), result_scores=np.empty(shape, dtype=np.float32))
+        return inp, arrays
+
+    def run(self, prepared: tuple, k: int, threads: int = 1) -> int:
+        from pyterrier_pisa import _pisathon
+
+        if self._index is None:
+            raise LsrError("pisa engine: build() first")
+        inp, arrays = prepared
+        retriever = self._retriever(k, threads)
+        return _pisathon.retrieve(retriever._ctxt, retriever.query_algorithm.value, inp, k=k,
+                                  threads=max(1, threads), query_weighted=1, pretokenised=True, **arrays)
+
+    def collect(self, size: int, prepared: tuple, k: int) -> list[np.ndarray]:
+        inp, arrays = prepared
+        qidx = arrays["result_qidxs"][:size]
+        docnos = arrays["result_docnos"][:size].astype(np.int64)
+        scores = arrays["result_scores"][:size].astype(np.float64)
+        out: list[np.ndarray] = [np.zeros(0, dtype=np.int64) for _ in inp]
+        bounds = np.flatnonzero(np.diff(qidx)) + 1  # PISA writes each query's hits together
+        for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, size]):
+            if hi > lo:
+                out[int(qidx[lo])] = rank(docnos[lo:hi], scores[lo:hi], k)
         return out
 
     def size_bytes(self) -> int:

@@ -8,10 +8,10 @@ import numpy as np
 from lsr.index import LsrError
 from lsr.index.sparse import SparseBatch
 
-from .common import dir_size, fresh_dir, rank
+from .common import Staged, dir_size, fresh_dir, rank
 
 
-class SeismicEngine:
+class SeismicEngine(Staged):
     """Seismic (pyseismic-lsr): documents added by integer component id (`add_documents_by_id`, queries name
     component 42 as "42"), float32 impacts as given; approximate search with `query_cut` / `heap_factor`."""
 
@@ -51,26 +51,31 @@ class SeismicEngine:
         self._path = Path(workdir)
         self._index = seismic.SeismicIndex.load(str(self._path / "seismic.index.seismic"))
 
-    def search(self, queries: SparseBatch, k: int, threads: int = 1) -> list[np.ndarray]:
+    def prepare(self, queries: SparseBatch, k: int) -> tuple:
         import seismic
 
-        if self._index is None:
-            raise LsrError("seismic engine: build() first")
         str_type = seismic.get_seismic_string()
         keep = [i for i in range(len(queries)) if queries.indptr[i + 1] > queries.indptr[i]]
-        out: list[np.ndarray] = [np.zeros(0, dtype=np.int64) for _ in range(len(queries))]
-        if not keep:
-            return out
         comps = [np.array([str(t) for t in queries.row(i)[0]], dtype=str_type) for i in keep]
         vals = [queries.row(i)[1].astype(np.float32) for i in keep]
-        results = self._index.batch_search(np.array([str(i) for i in keep], dtype=str_type), comps, vals, k,
-                                           self.query_cut, self.heap_factor, num_threads=max(1, threads))
-        for hits in results:  # one list per query, (query_id, score, doc_id) in arbitrary order
+        return len(queries), np.array([str(i) for i in keep], dtype=str_type), comps, vals
+
+    def run(self, prepared: tuple, k: int, threads: int = 1) -> list:
+        if self._index is None:
+            raise LsrError("seismic engine: build() first")
+        _, qids, comps, vals = prepared
+        if not len(qids):
+            return []
+        return self._index.batch_search(qids, comps, vals, k, self.query_cut, self.heap_factor,
+                                        num_threads=max(1, threads))
+
+    def collect(self, raw: list, prepared: tuple, k: int) -> list[np.ndarray]:
+        out: list[np.ndarray] = [np.zeros(0, dtype=np.int64) for _ in range(prepared[0])]
+        for hits in raw:  # one list per query, (query_id, score, doc_id) in arbitrary order
             if not hits:
                 continue
-            qi = int(hits[0][0])
-            out[qi] = rank(np.array([int(h[2]) for h in hits], dtype=np.int64),
-                            np.array([h[1] for h in hits], dtype=np.float64), k)
+            out[int(hits[0][0])] = rank(np.array([int(h[2]) for h in hits], dtype=np.int64),
+                                        np.array([h[1] for h in hits], dtype=np.float64), k)
         return out
 
     def size_bytes(self) -> int:
