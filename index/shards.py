@@ -51,6 +51,7 @@ from .quantize import Quantization
 from .shard import LocalShard, ShardHandle
 from .sparse import SparseBatch
 from .storage import META, SHARDED_FORMAT, IndexReader, _meta_checksum, is_lsr_index, read_checked_meta
+from .termstats import STATS_KEY, CollectionStats, collection_stats_part, read_collection_stats
 
 SHARDED_VERSION = 1
 SHARDS_DIR = "shards"
@@ -454,11 +455,11 @@ def merge_indexes(out: str | Path, inputs: Sequence[str | Path], *, shards: int 
     n_out = shards or len(sources)
     writer = ShardedWriter(out, num_docs=len(all_ids), shards=n_out, overwrite=overwrite, log=log)
     with writer:
-        if shards is None:
+        if shards is None:  # every shard keeps its own files, collection statistics included
             for i, src in enumerate(sources):
                 _link_tree(src, writer.staged / shard_name(i))
         else:
-            _reshard(writer, sources, readers, info)
+            _reshard(writer, sources, readers, _merged_stats(inputs))
         writer.commit(info)
     return {"num_docs": len(all_ids), "shards": n_out, "inputs": len(inputs), "input_shards": len(sources)}
 
@@ -476,8 +477,19 @@ def _link_tree(src: Path, dst: Path) -> None:
             shutil.copy2(p, target)
 
 
-def _reshard(writer: ShardedWriter, sources: list[Path], readers: list[IndexReader], info: dict) -> None:
+def _merged_stats(inputs: Sequence[str | Path]) -> CollectionStats | None:
+    """The collection statistics of the merged documents: the inputs' summed (each input's, plain or sharded,
+    cover its whole collection), or None unless every input has them."""
+    stats = [read_collection_stats(Path(p)) for p in inputs]
+    if not stats or any(s is None or len(s.df) != len(stats[0].df) for s in stats):
+        return None
+    return CollectionStats(sum(s.df for s in stats), sum(s.num_docs for s in stats))
+
+
+def _reshard(writer: ShardedWriter, sources: list[Path], readers: list[IndexReader],
+             stats: CollectionStats | None) -> None:
     quant = readers[0].quantization
+    info = {k: v for k, v in readers[0].info.items() if k != STATS_KEY}  # re-recorded by the part, if any
     # weights = impacts / scale re-quantise to the same impacts (the error is far below half a level)
     matrix = sp.vstack([r.doc_matrix() for r in readers], format="csr")
     docs = SparseBatch(matrix.indptr.astype(np.int64), matrix.indices.astype(np.int32),
@@ -492,13 +504,13 @@ def _reshard(writer: ShardedWriter, sources: list[Path], readers: list[IndexRead
         vectors = np.concatenate([np.asarray(st.vectors) for st in stores])
         dense_meta = stores[0].info
     for i, (start, end) in enumerate(writer.ranges):
-        parts = []
+        parts = [collection_stats_part(stats)] if stats is not None else []
         if vectors is not None:
             parts.append(dense_part(vectors[start:end], dense_meta))
         if has_docs:
             parts.append(documents_part(texts[start:end]))
         writer.write_shard(i, docs.select(np.arange(start, end)), doc_ids[start:end],
-                           vocab_size=readers[0].vocab_size, quantization=quant, info=readers[0].info, parts=parts)
+                           vocab_size=readers[0].vocab_size, quantization=quant, info=info, parts=parts)
 
 
 def export_any_to_milvus(path: str | Path, *, uri: str | None = None, collection: str | None = None,

@@ -108,3 +108,20 @@ def test_a_folder_built_before_the_statistics_gets_them_when_reused(ifree_index,
     assert read_collection_stats(old) is None
     open_or_build_index(corpus, "lsr-ifree-tiny", ifree, old, EncoderOptions(max_length=64, show_progress=False))
     np.testing.assert_array_equal(read_collection_stats(old).df, read_collection_stats(path).df)
+
+
+def test_merged_indexes_carry_the_summed_statistics(ifree_index, tmp_path):
+    from lsr.index.shards import merge_indexes
+
+    corpus, path = ifree_index
+    stats = read_collection_stats(path)
+    merge_indexes(tmp_path / "linked", [path])  # shards linked as they are: their own statistics
+    np.testing.assert_array_equal(read_collection_stats(tmp_path / "linked").df, stats.df)
+    merge_indexes(tmp_path / "recut", [path], shards=3)  # re-cut: every shard holds the whole collection's
+    recut = read_collection_stats(tmp_path / "recut")
+    assert recut.num_docs == stats.num_docs
+    np.testing.assert_array_equal(recut.df, stats.df)
+    service = SearchService(tmp_path / "recut", sparse_encoder=load_sparse_encoder(
+        "lsr-ifree-tiny", EncoderOptions(max_length=64, show_progress=False)))
+    assert service.stats()["collection_idf_weight"] == 0.25 and service.rank(query=next(iter(corpus.corpus.values())).title, k=3).hits
+    service.close()
