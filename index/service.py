@@ -37,7 +37,7 @@ from .hits import Hit, ranked_hits
 from .prf import rocchio_sparse, vector_prf
 from .protocols import DenseQueryEncoder, EncoderProvider, QueryEncoder
 from .ranking import FuseIn, Fusion, Mode, PrfPlacement, Ranking
-from .shards import open_shards
+from .shards import index_shards, open_shards
 from .sparse import SparseBatch
 from .termstats import read_collection_stats
 
@@ -72,7 +72,7 @@ class SearchService:
             if encoders is None or not self.sparse_model:
                 raise LsrError(f"{self.path}: no sparse query encoder (the index records no model)")
             sparse_encoder = encoders.sparse_query_encoder(info)
-        self.collection_stats = read_collection_stats(self.path)
+        self.collection_stats = read_collection_stats(index_shards(self.path)[0])
         if self.collection_stats is not None and hasattr(sparse_encoder, "for_collection"):
             sparse_encoder = sparse_encoder.for_collection(self.collection_stats)  # an inference-free query side
         self.sparse_encoder = sparse_encoder

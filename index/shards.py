@@ -480,7 +480,7 @@ def _link_tree(src: Path, dst: Path) -> None:
 def _merged_stats(inputs: Sequence[str | Path]) -> CollectionStats | None:
     """The collection statistics of the merged documents: the inputs' summed (each input's, plain or sharded,
     cover its whole collection), or None unless every input has them."""
-    stats = [read_collection_stats(Path(p)) for p in inputs]
+    stats = [read_collection_stats(index_shards(Path(p))[0]) for p in inputs]
     if not stats or any(s is None or len(s.df) != len(stats[0].df) for s in stats):
         return None
     return CollectionStats(sum(s.df for s in stats), sum(s.num_docs for s in stats))

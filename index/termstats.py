@@ -45,12 +45,11 @@ def collection_stats_part(stats: CollectionStats):
 
 
 def read_collection_stats(folder: str | Path) -> CollectionStats | None:
-    """The statistics an index folder (plain or sharded: its first shard's) records, or None if it has none.
-    The folder has been opened (its meta checked) before."""
-    from .shards import index_shards
+    """The statistics a plain index folder (or one shard: `shards.index_shards(path)[0]` of a sharded one)
+    records, or None if it has none. The folder has been opened (its meta checked) before."""
     from .storage import META
 
-    folder = index_shards(Path(folder))[0]
+    folder = Path(folder)
     record = json.loads((folder / META).read_text(encoding="utf-8")).get("info", {}).get(STATS_KEY)
     if record is None:
         return None

@@ -116,9 +116,9 @@ def test_merged_indexes_carry_the_summed_statistics(ifree_index, tmp_path):
     corpus, path = ifree_index
     stats = read_collection_stats(path)
     merge_indexes(tmp_path / "linked", [path])  # shards linked as they are: their own statistics
-    np.testing.assert_array_equal(read_collection_stats(tmp_path / "linked").df, stats.df)
+    np.testing.assert_array_equal(read_collection_stats(tmp_path / "linked" / "shards" / "00000").df, stats.df)
     merge_indexes(tmp_path / "recut", [path], shards=3)  # re-cut: every shard holds the whole collection's
-    recut = read_collection_stats(tmp_path / "recut")
+    recut = read_collection_stats(tmp_path / "recut" / "shards" / "00000")
     assert recut.num_docs == stats.num_docs
     np.testing.assert_array_equal(recut.df, stats.df)
     service = SearchService(tmp_path / "recut", sparse_encoder=load_sparse_encoder(
