@@ -23,6 +23,10 @@ score. Score = sum over query terms of `query_weight * impact`, divided by the q
   pays off when bounds are tight (similar documents sharing blocks); in file order it is 10-25x slower
   than `exhaustive` (docs/FIGURES.md). It needs the forward index and the block maxima: a format-3 index
   built without them (the default) refuses it in one line.
+- `impact` (exact unless `budget` is set): score-at-a-time over the postings re-ordered by impact
+  (`impact_order.py`, built when the Searcher opens the index), the largest `query_weight * impact` first;
+  with `budget`, it stops after that many postings, so its work does not grow with the corpus (approximate,
+  never on unless asked).
 - `max_query_terms` (any algorithm) keeps only the heaviest query terms: approximate, never on unless asked.
 - `brute_force_search` is the reference: a sparse matrix-vector product, ranked by a plain sort.
 """
@@ -36,46 +40,11 @@ import numpy as np
 
 from .codec import BLOCK, CHUNK_DOCS, CHUNK_SHIFT, decode_terms
 from .errors import LsrError
+from .heap import _offer
+from .impact_order import impact_batch, impact_order, impact_query
 from .hits import Hit, Run, ranking_order
 from .sparse import SparseBatch
 from .storage import IndexReader
-
-
-@numba.njit(inline="always")
-def _worse(s1, d1, s2, d2):  # pragma: no cover - compiled
-    """Is hit (s1, d1) ranked below hit (s2, d2)?"""
-    return s1 < s2 or (s1 == s2 and d1 > d2)
-
-
-@numba.njit(inline="always")
-def _offer(scores, docs, n, k, s, d):  # pragma: no cover - compiled
-    """Offer hit (s, d) to the top-k min-heap scores/docs holding n hits (worst at 0); returns the new n."""
-    if n < k:  # push, sift up
-        i = n
-        scores[i], docs[i] = s, d
-        while i > 0:
-            parent = (i - 1) // 2
-            if not _worse(scores[i], docs[i], scores[parent], docs[parent]):
-                break
-            scores[i], scores[parent] = scores[parent], scores[i]
-            docs[i], docs[parent] = docs[parent], docs[i]
-            i = parent
-        return n + 1
-    if _worse(scores[0], docs[0], s, d):  # replace the worst, sift down
-        scores[0], docs[0] = s, d
-        i = 0
-        while True:
-            left, worst = 2 * i + 1, i
-            if left < n and _worse(scores[left], docs[left], scores[worst], docs[worst]):
-                worst = left
-            if left + 1 < n and _worse(scores[left + 1], docs[left + 1], scores[worst], docs[worst]):
-                worst = left + 1
-            if worst == i:
-                break
-            scores[i], scores[worst] = scores[worst], scores[i]
-            docs[i], docs[worst] = docs[worst], docs[i]
-            i = worst
-    return n
 
 
 @numba.njit(inline="always")
@@ -443,8 +412,9 @@ def _check_query(terms: np.ndarray, weights: np.ndarray, vocab_size: int, k: int
         raise LsrError(f"query term_id outside the index vocabulary [0, {vocab_size})")
 
 
-ALGORITHMS = ("blockmax", "exhaustive", "maxscore")
+ALGORITHMS = ("blockmax", "exhaustive", "impact", "maxscore")
 PRUNING = ("blockmax", "maxscore")  # the algorithms `prune_factor` < 1 makes approximate
+POSITIVE_ONLY = (*PRUNING, "impact")  # bounds or orders that hold for non-negative query weights only
 
 
 def _rank(scores: np.ndarray, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -485,12 +455,13 @@ class HitsFromVectors:
 class Searcher(HitsFromVectors):
     """Top-k retrieval over an `IndexReader`: exact by default (see the module docstring for the algorithms).
 
-    `prune_factor` < 1 and `max_query_terms` make it approximate; `threads` sets numba's threads for batch search;
+    `prune_factor` < 1, `budget` (postings read per query, the impact algorithm) and `max_query_terms` make it
+    approximate; `threads` sets numba's threads for batch search;
     `chunk_docs` is the exhaustive algorithm's accumulator size (results do not depend on it).
     """
 
     def __init__(self, reader: IndexReader, *, algorithm: str = "exhaustive", prune_factor: float = 1.0,
-                 max_query_terms: int | None = None, chunk_docs: int = CHUNK_DOCS) -> None:
+                 max_query_terms: int | None = None, chunk_docs: int = CHUNK_DOCS, budget: int | None = None) -> None:
         if algorithm not in ALGORITHMS:
             raise LsrError(f"unknown search algorithm {algorithm!r}; choose from {', '.join(ALGORITHMS)}")
         if not 0 < prune_factor <= 1:
@@ -501,6 +472,11 @@ class Searcher(HitsFromVectors):
             raise LsrError(f"max_query_terms must be positive, got {max_query_terms}")
         if algorithm not in PRUNING and prune_factor != 1:
             raise LsrError(f"prune_factor applies to the {' and '.join(PRUNING)} algorithms only")
+        if budget is not None and (algorithm != "impact" or isinstance(budget, bool) or int(budget) != budget
+                                   or budget < 1):
+            raise LsrError(f"budget (postings per query) takes a positive integer and the impact algorithm, got "
+                           f"{budget!r} with {algorithm}")
+        self.budget = None if budget is None else int(budget)
         self.reader = reader
         self.algorithm = algorithm
         self.prune_factor = float(prune_factor)
@@ -523,6 +499,27 @@ class Searcher(HitsFromVectors):
                           np.asarray(r.forward_indptr), np.asarray(r.forward_term_ids), np.asarray(r.forward_impacts),
                           r.num_docs, r.block_size) if r.has_forward else None
         self._term_max = term_max_impacts(r) if algorithm == "maxscore" else None
+        self._impact = impact_order(*self._all_postings(), r.num_docs) if algorithm == "impact" else None
+
+    def _all_postings(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(offsets, doc_idx, impacts) of every term, format 3 decoded whole."""
+        offsets = np.asarray(self.reader.offsets)
+        if not self._format3:
+            return self._postings
+        docs = np.empty(int(offsets[-1]), np.int64)
+        decode_terms(*self._postings[:5], np.arange(len(offsets) - 1, dtype=np.int64), np.zeros(len(offsets), np.int64),
+                     docs)
+        return offsets, docs, self._postings[5]
+
+    def _budget_buffers(self) -> tuple[np.ndarray, np.ndarray]:
+        """This thread's buffers for the impact algorithm, one row per numba thread: scores per document (zero, and
+        left zero) and the touched documents."""
+        buffers = getattr(self._local, "impact", None)
+        if buffers is None:
+            rows, n = numba.config.NUMBA_NUM_THREADS, self.reader.num_docs
+            buffers = self._local.impact = (np.zeros((rows, n), np.float64),
+                                            np.empty((rows, min(n, self.budget or n)), self._impact.docs.dtype))
+        return buffers
 
     def _accumulator(self, size: int) -> np.ndarray:
         """This thread's zeroed score buffer of `size` documents (the search kernels leave it zeroed again)."""
@@ -547,13 +544,13 @@ class Searcher(HitsFromVectors):
 
     def _kernel(self, weights: np.ndarray) -> str:
         """The algorithm for one query: the pruning algorithms' bounds hold for non-negative weights only."""
-        if self.algorithm in PRUNING and len(weights) and weights.min() < 0:
+        if self.algorithm in POSITIVE_ONLY and len(weights) and weights.min() < 0:
             return "exhaustive"
         return self.algorithm
 
     @property
     def exact(self) -> bool:
-        return self.prune_factor == 1.0 and self.max_query_terms is None
+        return self.prune_factor == 1.0 and self.max_query_terms is None and self.budget is None
 
     def search_vector(self, terms: np.ndarray, weights: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """(doc_idx, score) of the top k documents for one sparse query vector."""
@@ -576,6 +573,10 @@ class Searcher(HitsFromVectors):
                 postings, term_max, terms = self._decoded(terms)
             n, _ = _maxscore_query(*postings, term_max, terms, weights, k_eff, self.prune_factor,
                                    self._accumulator(self.reader.num_docs), scores, docs)
+        elif kernel == "impact":
+            acc, touched = self._budget_buffers()
+            n, _ = impact_query(*self._impact, terms, weights, k_eff, self._read_limit(), acc[0], touched[0], scores,
+                                docs)
         else:
             n, _ = _blockmax_query(*self._blockmax, terms, weights, k_eff, self.prune_factor, scores, docs)
         idx, scores = _rank(scores[:n], docs[:n])
@@ -611,6 +612,10 @@ class Searcher(HitsFromVectors):
                 acc = np.zeros((n_buffers, self._chunk), np.float64)
                 (_taat_batch3 if self._format3 else _taat_batch)(
                     *self._postings, self.reader.num_docs, indptr, terms, weights, k_eff, acc, scores, docs, counts)
+            elif kernel == "impact":
+                acc, touched = self._budget_buffers()
+                impact_batch(*self._impact, indptr, terms, weights, k_eff, self._read_limit(), acc, touched, scores,
+                             docs, counts)
             elif kernel == "maxscore":
                 acc = np.zeros((n_buffers, self.reader.num_docs), np.float64)
                 _maxscore_batch(*self._postings, self._term_max, indptr, terms, weights, k_eff, self.prune_factor, acc,
@@ -624,6 +629,9 @@ class Searcher(HitsFromVectors):
             idx, s = _rank(scores[q, :counts[q]], docs[q, :counts[q]])
             out.append((idx, s * self._inv_scale))
         return out
+
+    def _read_limit(self) -> int:
+        return self.budget if self.budget is not None else int(np.asarray(self.reader.offsets)[-1])
 
     def size_bytes(self) -> int:
         """The bytes of the index files this searcher reads."""

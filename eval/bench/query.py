@@ -49,7 +49,10 @@ ENGINE_NAMES = ("lsr", *ENGINES)  # the default: every engine (ours first: the r
 # build of every document; at 100k it answered 4x slower than the inverted index), and one of Seismic's published
 # configurations alone ("seismic:recall_95": each is its own index, minutes to build at 1M), or one PISA algorithm
 ENGINE_CHOICES = (*ENGINE_NAMES, "milvus-inverted", "seismic:recall_90", "seismic:recall_95", "seismic:recall_99",
-                  "pisa:maxscore", "pisa:block_max_wand")
+                  "pisa:maxscore", "pisa:block_max_wand", "lsr:impact")
+# the impact algorithm's postings budgets per query (index/impact_order.py): fixed numbers, so its work per query
+# does not grow with the corpus
+IMPACT_BUDGETS = (250_000, 500_000, 1_000_000, 2_000_000)
 CACHE, WORKDIR = "runs/bench-cache", "runs/bench-indexes"
 
 
@@ -249,9 +252,11 @@ class LsrEngine:
 
     name = "lsr"
 
-    def __init__(self, algorithm: str = "exhaustive", max_query_terms: int | None = None, prune_factor: float = 1.0):
-        self.options = {"algorithm": algorithm, "max_query_terms": max_query_terms, "prune_factor": prune_factor}
-        self.mode = "exact" if max_query_terms is None and prune_factor == 1.0 else "approximate"
+    def __init__(self, algorithm: str = "exhaustive", max_query_terms: int | None = None, prune_factor: float = 1.0,
+                 budget: int | None = None):
+        self.options = {"algorithm": algorithm, "max_query_terms": max_query_terms, "prune_factor": prune_factor,
+                        "budget": budget}
+        self.mode = "exact" if max_query_terms is None and prune_factor == 1.0 and budget is None else "approximate"
         self._searcher: Searcher | None = None
 
     def build(self, docs: SparseBatch, workdir: Path, threads: int = 1) -> None:
@@ -304,6 +309,9 @@ def engine_configs(names: list[str]) -> list[tuple[str, dict[str, Any]]]:
         if name == "lsr":  # exact (exhaustive first: the reference), then query-term pruning at recall ~0.99, ~0.96
             configs += [("lsr", {}), ("lsr", {"algorithm": "maxscore"})]
             configs += [("lsr", {"max_query_terms": m}) for m in (64, 40)]
+            configs += [("lsr", {"algorithm": "impact", "budget": b}) for b in IMPACT_BUDGETS]
+        elif name == "lsr:impact":  # exact (the recall reference), then the impact algorithm at each budget
+            configs += [("lsr", {}), *(("lsr", {"algorithm": "impact", "budget": b}) for b in IMPACT_BUDGETS)]
         elif name == "pisa":  # MaxScore measured 7x faster than block-max WAND on these vectors (1M, 20 queries)
             configs += [("pisa", {"query_algorithm": a}) for a in ("maxscore", "block_max_wand")]
         elif name == "seismic":
@@ -319,7 +327,7 @@ def engine_configs(names: list[str]) -> list[tuple[str, dict[str, Any]]]:
                             ("milvus", {"index_type": "SPARSE_WAND", "drop_ratio_search": 0.2})]
         else:
             configs.append((name, {}))
-    return configs
+    return [c for i, c in enumerate(configs) if c not in configs[:i]]  # once each ("lsr" with "lsr:impact")
 
 
 @dataclass

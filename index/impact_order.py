@@ -1,0 +1,181 @@
+"""Impact-ordered postings and score-at-a-time search with a postings budget (the `impact` algorithm).
+
+Each term's postings are re-ordered by impact, largest first (doc_idx ascending within one impact), into
+*segments* of equal impact: (impact, start, end) over one array of doc ids. A query visits the segments of all
+its terms in the order of their contribution `query_weight * impact` (a max-heap over the query's terms, each at
+its next segment), adding that contribution to every document of the segment, and stops once it has read
+`budget` postings. This is score-at-a-time processing in the style of JASS (Lin and Trotman, "Anytime
+ranking for impact-ordered indexes", ICTIR 2015): the postings that move a score most are read first, and the
+work per query is bounded by the budget, not by the length of the lists, so it does not grow with the corpus.
+With no budget every posting is read and the result is exact (the top-k of the same scores as every other
+algorithm, summed in another order). The order is built from the inverted index when a Searcher opens it
+(a counting sort over the impact levels: linear in the postings); it is not stored.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numba
+import numpy as np
+
+from .heap import _offer
+
+
+class ImpactOrder(NamedTuple):
+    """Term t's segments are seg_offsets[t] .. seg_offsets[t + 1]; segment s holds docs[seg_start[s]:
+    seg_start[s + 1]] (the segments of all terms are contiguous, in term order), each of impact seg_impact[s];
+    a term's segments go from its largest impact down."""
+    seg_offsets: np.ndarray  # int64, vocab_size + 1
+    seg_impact: np.ndarray  # float64, one per segment
+    seg_start: np.ndarray  # int64, segments + 1
+    docs: np.ndarray  # int32 (or int64 past 2^31 documents), the postings' doc_idx in impact order
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self)
+
+
+def impact_order(offsets: np.ndarray, doc_idx: np.ndarray, impacts: np.ndarray, num_docs: int) -> ImpactOrder:
+    """The impact order of an inverted index given as (offsets, doc_idx, impacts) per term, doc_idx ascending
+    within each term."""
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    impacts = np.ascontiguousarray(impacts)
+    levels = int(impacts.max()) + 1 if len(impacts) else 1
+    if not np.issubdtype(impacts.dtype, np.integer) or levels > 1 << 16:
+        raise ValueError("impact order needs integer impacts of at most 16 bits")
+    impacts = impacts.astype(np.int64) if impacts.dtype.itemsize > 2 else impacts
+    counts = _segment_counts(offsets, impacts, levels)
+    seg_offsets = np.zeros(len(offsets), np.int64)
+    np.cumsum(counts, out=seg_offsets[1:])
+    n_seg = int(seg_offsets[-1])
+    seg_impact = np.empty(n_seg, np.float64)
+    seg_start = np.empty(n_seg + 1, np.int64)
+    docs = np.empty(len(doc_idx), np.int32 if num_docs < 2 ** 31 else np.int64)
+    _fill(offsets, np.ascontiguousarray(doc_idx), impacts, levels, seg_offsets, seg_impact, seg_start, docs)
+    return ImpactOrder(seg_offsets, seg_impact, seg_start, docs)
+
+
+@numba.njit(cache=True)
+def _segment_counts(offsets, impacts, levels):  # pragma: no cover - compiled
+    """Per term, how many distinct impacts its postings have."""
+    n_terms = offsets.shape[0] - 1
+    out = np.zeros(n_terms, np.int64)
+    seen = np.full(levels, -1, np.int64)
+    for t in range(n_terms):
+        c = 0
+        for p in range(offsets[t], offsets[t + 1]):
+            v = impacts[p]
+            if seen[v] != t:
+                seen[v] = t
+                c += 1
+        out[t] = c
+    return out
+
+
+@numba.njit(cache=True)
+def _fill(offsets, doc_idx, impacts, levels, seg_offsets, seg_impact, seg_start, docs):  # pragma: no cover
+    """Counting sort of each term's postings by impact, descending; stable, so doc_idx stays ascending within
+    one impact."""
+    count = np.zeros(levels, np.int64)
+    where = np.zeros(levels, np.int64)
+    for t in range(offsets.shape[0] - 1):
+        lo, hi = offsets[t], offsets[t + 1]
+        if lo == hi:
+            continue
+        vmax, vmin = 0, levels
+        for p in range(lo, hi):
+            v = impacts[p]
+            count[v] += 1
+            vmax = max(vmax, v)
+            vmin = min(vmin, v)
+        s, pos = seg_offsets[t], lo
+        for v in range(vmax, vmin - 1, -1):
+            if count[v]:
+                seg_impact[s] = v
+                seg_start[s] = pos
+                where[v] = pos
+                pos += count[v]
+                count[v] = 0
+                s += 1
+        for p in range(lo, hi):
+            v = impacts[p]
+            docs[where[v]] = doc_idx[p]
+            where[v] += 1
+    seg_start[seg_start.shape[0] - 1] = doc_idx.shape[0]
+
+
+@numba.njit(inline="always")
+def _sift_down(heap, key, m, i):  # pragma: no cover - compiled
+    """Restore the max-heap (by key[entry]) of the first m entries of `heap` below position i."""
+    while True:
+        left, best = 2 * i + 1, i
+        if left < m and key[heap[left]] > key[heap[best]]:
+            best = left
+        if left + 1 < m and key[heap[left + 1]] > key[heap[best]]:
+            best = left + 1
+        if best == i:
+            return
+        heap[i], heap[best] = heap[best], heap[i]
+        i = best
+
+
+@numba.njit(cache=True, nogil=True)
+def impact_query(seg_offsets, seg_impact, seg_start, docs, q_terms, q_weights, k, budget, acc, touched,
+                 out_scores, out_docs):  # pragma: no cover - compiled
+    """Top-k of one query (positive weights) into the min-heap out_scores/out_docs, reading at most `budget`
+    postings, the largest contributions first. `acc` (one score per document) is zero on entry and left zero;
+    `touched` holds at least min(budget, num_docs) doc ids. Returns (hits, postings read)."""
+    m = q_terms.shape[0]
+    nxt = np.empty(m, np.int64)  # each query term's next segment
+    key = np.empty(m, np.float64)  # its contribution
+    heap = np.empty(m, np.int64)
+    h = 0
+    for i in range(m):
+        s = seg_offsets[q_terms[i]]
+        if s < seg_offsets[q_terms[i] + 1] and q_weights[i] > 0.0:
+            nxt[i] = s
+            key[i] = q_weights[i] * seg_impact[s]
+            heap[h] = i
+            h += 1
+    for start in range(h // 2 - 1, -1, -1):
+        _sift_down(heap, key, h, start)
+    read, nt = 0, 0
+    while h > 0 and read < budget:
+        i = heap[0]
+        s = nxt[i]
+        c = key[i]
+        lo, hi = seg_start[s], seg_start[s + 1]
+        hi = min(hi, lo + (budget - read))
+        for p in range(lo, hi):
+            d = docs[p]
+            if acc[d] == 0.0:
+                touched[nt] = d
+                nt += 1
+            acc[d] += c
+        read += hi - lo
+        if s + 1 < seg_offsets[q_terms[i] + 1]:
+            nxt[i] = s + 1
+            key[i] = q_weights[i] * seg_impact[s + 1]
+        else:
+            h -= 1
+            heap[0] = heap[h]
+        _sift_down(heap, key, h, 0)
+    n = 0
+    for j in range(nt):
+        d = touched[j]
+        sc = acc[d]
+        acc[d] = 0.0
+        if n < k or sc >= out_scores[0]:
+            n = _offer(out_scores, out_docs, n, k, sc, d)
+    return n, read
+
+
+@numba.njit(cache=True, parallel=True)
+def impact_batch(seg_offsets, seg_impact, seg_start, docs, q_indptr, q_terms, q_weights, k, budget, acc, touched,
+                 out_scores, out_docs, out_n):  # pragma: no cover - compiled
+    for q in numba.prange(q_indptr.shape[0] - 1):
+        lo, hi = q_indptr[q], q_indptr[q + 1]
+        t = numba.get_thread_id()
+        n, _ = impact_query(seg_offsets, seg_impact, seg_start, docs, q_terms[lo:hi], q_weights[lo:hi], k, budget,
+                            acc[t], touched[t], out_scores[q], out_docs[q])
+        out_n[q] = n
