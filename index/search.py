@@ -26,7 +26,8 @@ score. Score = sum over query terms of `query_weight * impact`, divided by the q
 - `impact` (exact unless `budget` is set): score-at-a-time over the postings re-ordered by impact
   (`impact_order.py`, built when the Searcher opens the index), the largest `query_weight * impact` first;
   with `budget`, it stops after that many postings, so its work does not grow with the corpus (approximate,
-  never on unless asked).
+  never on unless asked); with `rescore`, the best that many documents by partial score are scored exactly from
+  the forward index, and ranked by that.
 - `max_query_terms` (any algorithm) keeps only the heaviest query terms: approximate, never on unless asked.
 - `brute_force_search` is the reference: a sparse matrix-vector product, ranked by a plain sort.
 """
@@ -41,7 +42,7 @@ import numpy as np
 from .codec import BLOCK, CHUNK_DOCS, CHUNK_SHIFT, decode_terms
 from .errors import LsrError
 from .heap import _offer
-from .impact_order import impact_batch, impact_order, impact_query
+from .impact_order import impact_batch, impact_order, impact_query, rescored_batch, rescored_query
 from .hits import Hit, Run, ranking_order
 from .sparse import SparseBatch
 from .storage import IndexReader
@@ -461,7 +462,8 @@ class Searcher(HitsFromVectors):
     """
 
     def __init__(self, reader: IndexReader, *, algorithm: str = "exhaustive", prune_factor: float = 1.0,
-                 max_query_terms: int | None = None, chunk_docs: int = CHUNK_DOCS, budget: int | None = None) -> None:
+                 max_query_terms: int | None = None, chunk_docs: int = CHUNK_DOCS, budget: int | None = None,
+                 rescore: int | None = None) -> None:
         if algorithm not in ALGORITHMS:
             raise LsrError(f"unknown search algorithm {algorithm!r}; choose from {', '.join(ALGORITHMS)}")
         if not 0 < prune_factor <= 1:
@@ -476,7 +478,12 @@ class Searcher(HitsFromVectors):
                                    or budget < 1):
             raise LsrError(f"budget (postings per query) takes a positive integer and the impact algorithm, got "
                            f"{budget!r} with {algorithm}")
+        if rescore is not None and (algorithm != "impact" or isinstance(rescore, bool) or int(rescore) != rescore
+                                    or rescore < 1):
+            raise LsrError(f"rescore (candidates scored exactly) takes a positive integer and the impact algorithm, "
+                           f"got {rescore!r} with {algorithm}")
         self.budget = None if budget is None else int(budget)
+        self.rescore = None if rescore is None else int(rescore)
         self.reader = reader
         self.algorithm = algorithm
         self.prune_factor = float(prune_factor)
@@ -491,12 +498,16 @@ class Searcher(HitsFromVectors):
             self._chunk = min(r.num_docs, CHUNK_DOCS)
         else:
             self._postings = (np.asarray(r.offsets), np.asarray(r.doc_idx), np.asarray(r.impacts))
+        if rescore is not None and not r.has_forward:
+            raise LsrError(f"{r.path}: rescore scores candidates from the forward index, which this format-3 index was "
+                           "built without (IndexWriter(forward_index=True))")
         if algorithm == "blockmax" and not r.has_forward:
             raise LsrError(f"{r.path}: the blockmax algorithm scores documents from the forward index, which this "
                            "format-3 index was built without (IndexWriter(forward_index=True)); use exhaustive or "
                            "maxscore")
-        self._blockmax = (np.asarray(r.bm_offsets), np.asarray(r.bm_blocks), np.asarray(r.bm_impacts),
-                          np.asarray(r.forward_indptr), np.asarray(r.forward_term_ids), np.asarray(r.forward_impacts),
+        self._forward = (np.asarray(r.forward_indptr), np.asarray(r.forward_term_ids),
+                         np.asarray(r.forward_impacts)) if r.has_forward else None
+        self._blockmax = (np.asarray(r.bm_offsets), np.asarray(r.bm_blocks), np.asarray(r.bm_impacts), *self._forward,
                           r.num_docs, r.block_size) if r.has_forward else None
         self._term_max = term_max_impacts(r) if algorithm == "maxscore" else None
         self._impact = impact_order(*self._all_postings(), r.num_docs) if algorithm == "impact" else None
@@ -511,14 +522,19 @@ class Searcher(HitsFromVectors):
                      docs)
         return offsets, docs, self._postings[5]
 
-    def _budget_buffers(self) -> tuple[np.ndarray, np.ndarray]:
-        """This thread's buffers for the impact algorithm, one row per numba thread: scores per document (zero, and
-        left zero) and the touched documents."""
+    def _budget_buffers(self, k: int) -> tuple[np.ndarray, ...]:
+        """This thread's buffers for the impact algorithm, one row per numba thread: a chunk's scores (zero, and left
+        zero) and its touched documents; with rescore, the query as a dense vector (zero, left zero) and the
+        candidates' heap."""
+        rows = numba.config.NUMBA_NUM_THREADS
+        candidates = max(k, self.rescore or 0)
         buffers = getattr(self._local, "impact", None)
-        if buffers is None:
-            rows, n = numba.config.NUMBA_NUM_THREADS, self.reader.num_docs
-            buffers = self._local.impact = (np.zeros((rows, n), np.float64),
-                                            np.empty((rows, min(n, self.budget or n)), self._impact.docs.dtype))
+        if buffers is None or buffers[3].shape[1] < candidates:
+            shape = (rows, min(self.reader.num_docs, CHUNK_DOCS))
+            buffers = self._local.impact = (
+                np.zeros(shape, np.float64), np.empty(shape, np.int64),
+                np.zeros((rows, self.reader.vocab_size if self.rescore else 1), np.float64),
+                np.empty((rows, candidates), np.float64), np.empty((rows, candidates), np.int64))
         return buffers
 
     def _accumulator(self, size: int) -> np.ndarray:
@@ -573,10 +589,14 @@ class Searcher(HitsFromVectors):
                 postings, term_max, terms = self._decoded(terms)
             n, _ = _maxscore_query(*postings, term_max, terms, weights, k_eff, self.prune_factor,
                                    self._accumulator(self.reader.num_docs), scores, docs)
+        elif kernel == "impact" and self.rescore:
+            buffers = (b[0] for b in self._budget_buffers(k_eff))
+            n = rescored_query(*self._impact, *self._forward, self.reader.num_docs, terms, weights, k_eff,
+                               self._read_limit(), max(k_eff, self.rescore), *buffers, scores, docs)
         elif kernel == "impact":
-            acc, touched = self._budget_buffers()
-            n, _ = impact_query(*self._impact, terms, weights, k_eff, self._read_limit(), acc[0], touched[0], scores,
-                                docs)
+            acc, touched = self._budget_buffers(k_eff)[:2]
+            n, _ = impact_query(*self._impact, self.reader.num_docs, terms, weights, k_eff, self._read_limit(), acc[0],
+                                touched[0], scores, docs)
         else:
             n, _ = _blockmax_query(*self._blockmax, terms, weights, k_eff, self.prune_factor, scores, docs)
         idx, scores = _rank(scores[:n], docs[:n])
@@ -612,10 +632,14 @@ class Searcher(HitsFromVectors):
                 acc = np.zeros((n_buffers, self._chunk), np.float64)
                 (_taat_batch3 if self._format3 else _taat_batch)(
                     *self._postings, self.reader.num_docs, indptr, terms, weights, k_eff, acc, scores, docs, counts)
+            elif kernel == "impact" and self.rescore:
+                rescored_batch(*self._impact, *self._forward, self.reader.num_docs, indptr, terms, weights, k_eff,
+                               self._read_limit(), max(k_eff, self.rescore), *self._budget_buffers(k_eff), scores, docs,
+                               counts)
             elif kernel == "impact":
-                acc, touched = self._budget_buffers()
-                impact_batch(*self._impact, indptr, terms, weights, k_eff, self._read_limit(), acc, touched, scores,
-                             docs, counts)
+                acc, touched = self._budget_buffers(k_eff)[:2]
+                impact_batch(*self._impact, self.reader.num_docs, indptr, terms, weights, k_eff, self._read_limit(),
+                             acc, touched, scores, docs, counts)
             elif kernel == "maxscore":
                 acc = np.zeros((n_buffers, self.reader.num_docs), np.float64)
                 _maxscore_batch(*self._postings, self._term_max, indptr, terms, weights, k_eff, self.prune_factor, acc,

@@ -60,9 +60,9 @@ def test_a_budget_reads_the_largest_contributions_first(tmp_path):
     best = int(np.argmax(weights * order.seg_impact[first]))
     s = first[best]
     size = int(order.seg_start[s + 1] - order.seg_start[s])
-    acc, touched = np.zeros(reader.num_docs), np.empty(reader.num_docs, np.int32)
+    acc, touched = np.zeros(512), np.empty(512, np.int64)  # 4 chunks of 512 documents
     scores, docs = np.empty(10), np.empty(10, np.int64)
-    n, read = impact_query(*order, terms, weights, 10, size, acc, touched, scores, docs)
+    n, read = impact_query(*order, reader.num_docs, terms, weights, 10, size, acc, touched, scores, docs)
     assert read == size and not acc.any()  # the accumulator is left zeroed
     want = order.docs[order.seg_start[s]:order.seg_start[s + 1]][:10]  # equal scores: the smallest doc_idx first
     assert sorted(docs[:n].tolist()) == sorted(want.tolist())
@@ -94,3 +94,44 @@ def test_budget_errors(tmp_path):
     with pytest.raises(LsrError, match="impact algorithm"):
         Searcher(reader, budget=100)
     assert not Searcher(reader, algorithm="impact", budget=100).exact
+
+
+@pytest.mark.parametrize("format_version", [2, 3])
+def test_rescored_candidates_are_scored_exactly(tmp_path, format_version):
+    """With rescore, every returned score is the document's exact score; with no budget the result is exact, and
+    a budget with enough candidates finds most of the exact top 10."""
+    m = sp.random(3000, 300, density=0.05, random_state=4, format="csr", dtype=np.float32)
+    path = tmp_path / "fwd"
+    with IndexWriter(path, vocab_size=300, format_version=format_version, forward_index=True) as writer:
+        writer.add(SparseBatch.from_scipy(m), [f"d{i}" for i in range(3000)])
+    reader = IndexReader(path)
+    rng = np.random.default_rng(5)
+    exact = Searcher(reader, algorithm="impact", rescore=20)
+    approx = Searcher(reader, algorithm="impact", budget=1500, rescore=200)
+    assert exact.exact and not approx.exact
+    found, rows = [], []
+    for _ in range(20):
+        terms = np.sort(rng.choice(300, 25, replace=False))
+        weights = rng.random(25) + 0.01
+        rows.append((terms, weights))
+        ref_idx, ref_scores = brute_force_search(reader, terms, weights, k=10)
+        idx, scores = exact.search_vector(terms, weights, k=10)
+        assert idx.tolist() == ref_idx.tolist()
+        idx, scores = approx.search_vector(terms, weights, k=10)
+        full = reader.doc_matrix().astype(np.float64) @ np.bincount(terms, weights, 300) / reader.quantization.scale
+        np.testing.assert_allclose(scores, full[idx], rtol=1e-9)
+        found.append(len(set(idx.tolist()) & set(ref_idx.tolist())) / 10)
+    assert np.mean(found) > 0.5
+    batch = SparseBatch.from_scipy(sp.csr_matrix(
+        (np.concatenate([w for _, w in rows]), np.concatenate([t for t, _ in rows]),
+         np.cumsum([0] + [len(t) for t, _ in rows])), shape=(len(rows), 300)))
+    single = [approx.search_vector(t, w, k=10)[0].tolist() for t, w in rows]
+    assert [i.tolist() for i, _ in approx.search_batch_vectors(batch, k=10, threads=2)] == single
+
+
+def test_rescore_needs_the_forward_index(tmp_path):
+    reader = _index(tmp_path, n=50, format_version=3)  # format 3 without the forward index (its default)
+    with pytest.raises(LsrError, match="forward index"):
+        Searcher(reader, algorithm="impact", rescore=100)
+    with pytest.raises(LsrError, match="rescore"):
+        Searcher(_index(tmp_path, n=50), rescore=100)
