@@ -3,12 +3,13 @@ our exact configurations against the brute-force reference; option values outsid
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import scipy.sparse as sp
 
-from lsr.eval.bench.query import QUERY_SETS, TRAIN_QUERY_SETS, CorpusName, LsrEngine, corpus_queries, corpus_vectors, \
-    engine_configs, fingerprint, iter_corpus_chunks, open_or_build, quantised, query_vectors
+from lsr.eval.bench.query import QUERY_SETS, TRAIN_QUERY_SETS, CorpusName, LsrEngine, corpus_description, \
+    corpus_queries, corpus_vectors, engine_configs, fingerprint, iter_corpus_chunks, open_or_build, quantised, query_vectors
 from lsr.eval.engines import ScipyEngine
 from lsr.index import SparseBatch
 
@@ -114,10 +115,22 @@ def test_corpus_names_and_topical_cache(tmp_path):
 
     chunk = bq.TOPICAL_CHUNK
     bq.TOPICAL_CHUNK = 700  # the corpus cached in three chunk files, read back one at a time
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    for f in tmp_path.glob("*.npz"):
+        shutil.copyfile(f, fresh / f.name)
     try:
         chunks = list(iter_corpus_chunks("topical-2k:lsr-ifree-tiny", None, tmp_path))
+        # a smaller corpus is cut from the larger one cached beside it, and equals one generated alone
+        cut = list(iter_corpus_chunks("topical-1k:lsr-ifree-tiny", None, tmp_path))
+        alone = list(iter_corpus_chunks("topical-1k:lsr-ifree-tiny", None, fresh))
     finally:
         bq.TOPICAL_CHUNK = chunk
+    assert [len(c) for c in cut] == [700, 300]
+    for a, b in zip(cut, alone):
+        assert np.array_equal(a.indptr, b.indptr) and np.array_equal(a.term_ids, b.term_ids)
+        assert np.array_equal(a.weights, b.weights)
+    assert corpus_description("topical-1k:lsr-ifree-tiny", None, tmp_path)["cut_from"].startswith("topical-2k")
     assert [len(c) for c in chunks] == [700, 700, 600]
     whole = corpus_vectors("topical-2k:lsr-ifree-tiny", None, tmp_path)
     assert np.array_equal(SparseBatch.concat(chunks).term_ids, whole.term_ids)

@@ -167,6 +167,9 @@ def write_topical_corpus(corpus: CorpusName, data_dir, cache: Path, log=print) -
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     start = time.perf_counter()
+    larger = _larger_topical(corpus, cache)
+    if larger is not None:
+        return _cut_topical(corpus, larger, folder, start, log)
     model = topical_model(corpus.model, data_dir, cache)
     log(f"{corpus.text}: {model.num_topics} topics fitted in {time.perf_counter() - start:.1f} s")
     nnz, lengths, df = 0, [], np.zeros(model.vocab_size, dtype=np.int64)
@@ -189,6 +192,44 @@ def write_topical_corpus(corpus: CorpusName, data_dir, cache: Path, log=print) -
                        "df_correlation": float(np.corrcoef(real_df, df / corpus.size)[0, 1])},
         "generated_s": round(time.perf_counter() - start, 1)}
     atomic_write(folder / "corpus.json", json.dumps(description, indent=2).encode())
+    return folder
+
+
+def _larger_topical(corpus: CorpusName, cache: Path) -> Path | None:
+    """A complete cached topical corpus of the same model, topics and seed with more documents, if any."""
+    pattern = topical_folder(corpus, cache).name.replace(f"topical-{corpus.text.split(':')[0][len('topical-'):]}-",
+                                                         "topical-*-", 1)
+    for other in sorted(cache.glob(pattern)):
+        try:
+            description = json.loads((other / "corpus.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if description.get("num_docs", 0) > corpus.size and description.get("chunk_docs") == TOPICAL_CHUNK:
+            return other
+    return None
+
+
+def _cut_topical(corpus: CorpusName, larger: Path, folder: Path, start: float, log) -> Path:
+    """The first documents of a larger topical corpus: each document is drawn from its own seed, so they are
+    the smaller corpus exactly (`topical_chunks`), and the topics and queries are the same; this saves fitting
+    the topics again (minutes)."""
+    import scipy.sparse as sp
+
+    source = json.loads((larger / "corpus.json").read_text())
+    nnz, left = 0, corpus.size
+    for i in range(-(-corpus.size // TOPICAL_CHUNK)):
+        chunk = sp.load_npz(larger / f"chunk-{i:05d}.npz").tocsr()[:min(left, TOPICAL_CHUNK)]
+        sp.save_npz(folder / f"chunk-{i:05d}.npz", chunk, compressed=False)
+        nnz += chunk.nnz
+        left -= chunk.shape[0]
+    for name in ("queries.npz", "query_topics.npy"):
+        shutil.copyfile(larger / name, folder / name)
+    description = {**source, "num_docs": corpus.size, "num_postings": int(nnz), "cut_from": larger.name,
+                   "statistics": {"mean_nnz": nnz / corpus.size,
+                                  "real_mean_nnz": source["statistics"]["real_mean_nnz"]},
+                   "generated_s": round(time.perf_counter() - start, 1)}
+    atomic_write(folder / "corpus.json", json.dumps(description, indent=2).encode())
+    log(f"{corpus.text}: the first {corpus.size:,} documents of {larger.name}")
     return folder
 
 
