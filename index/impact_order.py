@@ -199,7 +199,9 @@ def rescored_query(seg_offsets, seg_impact, seg_start, docs, fwd_indptr, fwd_ter
                    out_docs):  # pragma: no cover - compiled
     """`impact_query` for the best `candidates` documents by their partial scores, then each of them scored
     exactly from the forward index: top-k of those exact scores. `q_dense` (one weight per term) is zero on entry
-    and left zero. Returns the hits."""
+    and left zero. Returns the hits. (Collecting every touched document and selecting the candidates with one
+    np.partition was measured 1.25-1.35x slower at 1M documents than this heap, which turns most documents away
+    at its root.)"""
     c, _ = impact_query(seg_offsets, seg_impact, seg_start, docs, num_docs, q_terms, q_weights, candidates, budget,
                         acc, touched, cand_scores, cand_docs)
     for i in range(q_terms.shape[0]):

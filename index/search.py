@@ -42,8 +42,8 @@ import numpy as np
 from .codec import BLOCK, CHUNK_DOCS, CHUNK_SHIFT, decode_terms
 from .errors import LsrError
 from .heap import _offer
-from .impact_order import impact_batch, impact_order, impact_query, rescored_batch, rescored_query
 from .hits import Hit, Run, ranking_order
+from .impact_order import impact_batch, impact_order, impact_query, rescored_batch, rescored_query
 from .sparse import SparseBatch
 from .storage import IndexReader
 
@@ -457,7 +457,8 @@ class Searcher(HitsFromVectors):
     """Top-k retrieval over an `IndexReader`: exact by default (see the module docstring for the algorithms).
 
     `prune_factor` < 1, `budget` (postings read per query, the impact algorithm) and `max_query_terms` make it
-    approximate; `threads` sets numba's threads for batch search;
+    approximate; `rescore` (the impact algorithm) scores that many candidates exactly from the forward index;
+    `threads` sets numba's threads for batch search;
     `chunk_docs` is the exhaustive algorithm's accumulator size (results do not depend on it).
     """
 
