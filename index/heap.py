@@ -1,5 +1,5 @@
-"""The top-k min-heap every search kernel fills: hits ranked by (score descending, doc_idx ascending), the worst
-at position 0."""
+"""The top-k min-heap every search kernel fills (hits ranked by score descending, doc_idx ascending, the worst
+at position 0), and the max-heap by key that blockmax and impact pop their next block or segment from."""
 import numba
 
 
@@ -38,3 +38,18 @@ def _offer(scores, docs, n, k, s, d):  # pragma: no cover - compiled
             docs[i], docs[worst] = docs[worst], docs[i]
             i = worst
     return n
+
+
+@numba.njit(inline="always")
+def _sift_down_max(heap, bound, m, i):  # pragma: no cover - compiled
+    """Restore the max-heap (by bound[block]) of the first m blocks in `heap` below position i."""
+    while True:
+        left, best = 2 * i + 1, i
+        if left < m and bound[heap[left]] > bound[heap[best]]:
+            best = left
+        if left + 1 < m and bound[heap[left + 1]] > bound[heap[best]]:
+            best = left + 1
+        if best == i:
+            return
+        heap[i], heap[best] = heap[best], heap[i]
+        i = best

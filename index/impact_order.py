@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from .heap import _offer
+from .heap import _offer, _sift_down_max
 
 
 class ImpactOrder(NamedTuple):
@@ -109,21 +109,6 @@ def _fill(offsets, doc_idx, impacts, levels, seg_offsets, seg_impact, seg_start,
     seg_start[seg_start.shape[0] - 1] = doc_idx.shape[0]
 
 
-@numba.njit(inline="always")
-def _sift_down(heap, key, m, i):  # pragma: no cover - compiled
-    """Restore the max-heap (by key[entry]) of the first m entries of `heap` below position i."""
-    while True:
-        left, best = 2 * i + 1, i
-        if left < m and key[heap[left]] > key[heap[best]]:
-            best = left
-        if left + 1 < m and key[heap[left + 1]] > key[heap[best]]:
-            best = left + 1
-        if best == i:
-            return
-        heap[i], heap[best] = heap[best], heap[i]
-        i = best
-
-
 @numba.njit(cache=True, nogil=True)
 def impact_query(seg_offsets, seg_impact, seg_start, docs, num_docs, q_terms, q_weights, k, budget, acc, touched,
                  out_scores, out_docs):  # pragma: no cover - compiled
@@ -149,7 +134,7 @@ def impact_query(seg_offsets, seg_impact, seg_start, docs, num_docs, q_terms, q_
             h += 1
             cap += seg_offsets[q_terms[i] + 1] - s
     for start in range(h // 2 - 1, -1, -1):
-        _sift_down(heap, key, h, start)
+        _sift_down_max(heap, key, h, start)
     cursor = np.empty(cap, np.int64)
     end = np.empty(cap, np.int64)
     contribution = np.empty(cap, np.float64)
@@ -168,7 +153,7 @@ def impact_query(seg_offsets, seg_impact, seg_start, docs, num_docs, q_terms, q_
         else:
             h -= 1
             heap[0] = heap[h]
-        _sift_down(heap, key, h, 0)
+        _sift_down_max(heap, key, h, 0)
     chunk = acc.shape[0]
     n = 0
     for base in range(0, num_docs, chunk):

@@ -41,7 +41,7 @@ import numpy as np
 
 from .codec import BLOCK, CHUNK_DOCS, CHUNK_SHIFT, decode_terms
 from .errors import LsrError
-from .heap import _offer
+from .heap import _offer, _sift_down_max
 from .hits import Hit, Run, ranking_order
 from .impact_order import impact_batch, impact_order, impact_query, rescored_batch, rescored_query
 from .sparse import SparseBatch
@@ -327,21 +327,6 @@ def _maxscore_batch(offsets, doc_idx, impacts, term_max, q_indptr, q_terms, q_we
         n, _ = _maxscore_query(offsets, doc_idx, impacts, term_max, q_terms[lo:hi], q_weights[lo:hi], k, prune_factor,
                                acc[numba.get_thread_id()], out_scores[q], out_docs[q])
         out_n[q] = n
-
-
-@numba.njit(inline="always")
-def _sift_down_max(heap, bound, m, i):  # pragma: no cover - compiled
-    """Restore the max-heap (by bound[block]) of the first m blocks in `heap` below position i."""
-    while True:
-        left, best = 2 * i + 1, i
-        if left < m and bound[heap[left]] > bound[heap[best]]:
-            best = left
-        if left + 1 < m and bound[heap[left + 1]] > bound[heap[best]]:
-            best = left + 1
-        if best == i:
-            return
-        heap[i], heap[best] = heap[best], heap[i]
-        i = best
 
 
 @numba.njit(cache=True, nogil=True)
