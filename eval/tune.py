@@ -51,7 +51,10 @@ def label(r: Ranking) -> str:
 
 
 def _folder_name(model: str) -> str:
-    return Path(model).name or model.replace("/", "_")
+    """A model's folder name: its last two path parts (`runs/train/ifree-fit-s0/model` is `ifree-fit-s0-model`,
+    so the checkpoints of several runs, each in a folder `model`, do not share one index)."""
+    parts = Path(model).parts
+    return "-".join(parts[-2:]) if parts else model.replace("/", "_")
 
 
 def _index(dataset: BeirDataset, model: str, encoder, dense: str | None, workdir: Path, options: EncoderOptions,

@@ -86,6 +86,48 @@ def save_array(path: Path, array: np.ndarray) -> None:
         os.fsync(f.fileno())
 
 
+class ArrayAppender:
+    """A `.npy` file written piece by piece (`append` rows, then `close`), for arrays too large to hold whole:
+    the header is written first for zero rows and rewritten with the real count at `close` (numpy pads the
+    first axis' digits so a header can grow in place), then the file is fsynced. Unlinked first, like
+    `write_file`; the `write:NAME` failpoint kills the process with half of it written."""
+
+    def __init__(self, path: Path, dtype, row_shape: tuple[int, ...] = ()) -> None:
+        self.path, self.dtype, self.row_shape, self.rows = Path(path), np.dtype(dtype), tuple(row_shape), 0
+        self.path.unlink(missing_ok=True)
+        self._file = open(self.path, "wb")
+        self._header_len = len(self._header())
+        self._file.write(self._header())
+
+    def _header(self) -> bytes:
+        buffer = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buffer, {"descr": np.lib.format.dtype_to_descr(self.dtype),
+                                                      "fortran_order": False, "shape": (self.rows, *self.row_shape)})
+        return buffer.getvalue()
+
+    def append(self, rows) -> None:
+        rows = np.ascontiguousarray(rows, dtype=self.dtype)
+        if rows.shape[1:] != self.row_shape:
+            raise ValueError(f"{self.path.name}: rows of shape {rows.shape[1:]}, expected {self.row_shape}")
+        self._file.write(memoryview(rows.reshape(-1)).cast("B"))
+        self.rows += len(rows)
+
+    def close(self) -> None:
+        header = self._header()
+        if len(header) != self._header_len:  # cannot happen below 10^21 rows
+            raise ValueError(f"{self.path.name}: the .npy header grew")
+        if os.environ.get(FAILPOINT_ENV) == f"write:{self.path.name}":  # crash tests: die half-way through
+            self._file.flush()
+            self._file.truncate(self._file.tell() // 2)
+            self._file.flush()
+            failpoint(f"write:{self.path.name}")
+        self._file.seek(0)
+        self._file.write(header)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+
+
 def atomic_write(path: str | Path, data: bytes | str) -> Path:
     """Replace the file at `path` with `data` in one step: readers see the old content or the new, whole."""
     path = Path(path)

@@ -21,14 +21,14 @@ import scipy.sparse as sp
 from .dense import DenseStore, has_dense_store, write_dense_files
 from .documents import read_documents
 from .errors import LsrError
-from .files import StagedFolder, check_writable_target, failpoint, save_array, write_file
+from .files import StagedFolder, check_writable_target, failpoint, write_file
 from .quantize import Quantization
+from . import runs
+from .runs import RunStore, forward_matrix, invert, write_postings
 from .sparse import SparseBatch
-from . import codec
-from .storage import (BM_BLOCKS, BM_IMPACTS, BM_OFFSETS, CODEC_FILES, COVERAGE, DEFAULT_BLOCK_SIZE, DOC_IDS, DOC_IDX,
-                      FORMAT, FORMAT_VERSION, FWD_IMPACTS, FWD_INDPTR, FWD_TERMS, IMPACTS, META, OFFSETS,
-                      READ_VERSIONS, TERM_MAX, IndexReader, _check_forward, _kept_indptr, _meta_checksum, _read_meta,
-                      block_max, check_files, file_record, folder_files, id_dtype, is_lsr_index, uncovered_dirs)
+from .storage import (COVERAGE, DEFAULT_BLOCK_SIZE, DOC_IDS, FORMAT, FORMAT_VERSION, META, READ_VERSIONS,
+                      IndexReader, _meta_checksum, _read_meta, check_files, file_record, folder_files, is_lsr_index,
+                      uncovered_dirs)
 
 Log = Callable[[str], None]
 
@@ -48,7 +48,7 @@ Part = Callable[[Path, sp.csr_matrix, list[str]], Any]
 
 
 class IndexWriter:
-    """Collects document vectors, then writes the index folder in one atomic step.
+    """Collects document vectors, then writes the index folder in one atomic step, in bounded memory.
 
     >>> with IndexWriter(out, vocab_size=30522, info={"model": "splade-tiny"}) as writer:
     ...     writer.add(batch, doc_ids)
@@ -63,12 +63,18 @@ class IndexWriter:
     `format_version` 3 writes the doc ids compressed (`codec.py`) and, unless `forward_index`,
     neither the forward index nor the block maxima (what only the blockmax algorithm reads); 2 writes the
     plain layout (the default, `storage.FORMAT_VERSION`: plain arrays, always with both).
+
+    Memory does not grow with the corpus: every `run_postings` postings the batches so far are inverted and
+    spilled to a hidden folder beside the target, and `commit` merges the runs into the index's files a group
+    of terms at a time (`runs.py`); with a fixed `quantization` the runs hold impacts (5 bytes a posting on
+    disk, each way), else weights (8). The parts are given the forward matrix whole, in memory.
     """
 
     def __init__(self, path: str | Path, *, vocab_size: int, bits: int = 8, info: dict[str, Any] | None = None,
                  overwrite: bool = False, block_size: int = DEFAULT_BLOCK_SIZE, parts: Sequence[Part] = (),
                  log: Callable[[str], None] | None = None, quantization: Quantization | None = None,
-                 format_version: int = FORMAT_VERSION, forward_index: bool | None = None) -> None:
+                 format_version: int = FORMAT_VERSION, forward_index: bool | None = None,
+                 run_postings: int | None = None) -> None:
         if format_version not in READ_VERSIONS:
             raise LsrError(f"index format_version must be one of {READ_VERSIONS}, got {format_version}")
         if format_version == 2 and forward_index is False:
@@ -85,13 +91,20 @@ class IndexWriter:
         self.overwrite = overwrite
         self.parts = list(parts)
         self.log = log
-        self._batches: list[SparseBatch] = []
+        self.run_postings = runs.RUN_POSTINGS if run_postings is None else int(run_postings)
+        if self.run_postings < 1:
+            raise LsrError(f"run_postings must be positive, got {run_postings}")
+        self._pending: list[SparseBatch] = []  # batches since the last run
+        self._pending_postings = 0
+        self._run_docs = 0  # documents in the spilled runs
+        self._max_weight = 0.0
         self._doc_ids: list[str] = []
         Quantization.fit(1.0, bits)  # validates bits early
         if quantization is not None and quantization.bits != bits:
             raise LsrError(f"IndexWriter: quantization has {quantization.bits} bits, the index {bits}")
         self.quantization = quantization  # fixed (the shards of one index share one), else fitted at commit
         check_writable_target(self.path, is_lsr_index if overwrite else None)
+        self._runs = RunStore(self.path, log)
 
     def add(self, batch: SparseBatch, doc_ids: Sequence[str]) -> None:
         if len(batch) != len(doc_ids):
@@ -100,8 +113,16 @@ class IndexWriter:
             raise LsrError(f"IndexWriter.add: vocabulary {batch.vocab_size} != index vocabulary {self.vocab_size}")
         if batch.nnz and batch.weights.min() < 0:
             raise LsrError("IndexWriter.add: impact indexes need non-negative weights")
-        self._batches.append(batch)
+        self._pending.append(batch)
+        self._pending_postings += batch.nnz
+        if batch.nnz:
+            self._max_weight = max(self._max_weight, float(batch.weights.max()))
         self._doc_ids.extend(str(d) for d in doc_ids)
+        if self._pending_postings >= self.run_postings:  # spill a run: memory stays bounded at any corpus size
+            self._runs.spill(invert(self._pending, self._run_docs, self.quantization))
+            failpoint("run-spilled")
+            self._run_docs = len(self._doc_ids)
+            self._pending, self._pending_postings = [], 0
 
     def __enter__(self) -> IndexWriter:
         return self
@@ -109,6 +130,8 @@ class IndexWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.commit()
+        else:
+            self._runs.discard()
 
     def commit(self) -> Path:
         if not self._doc_ids:
@@ -117,78 +140,54 @@ class IndexWriter:
             seen: set[str] = set()
             dup = next(d for d in self._doc_ids if d in seen or seen.add(d))
             raise LsrError(f"duplicate doc_id {dup!r}: every document needs its own id")
-        docs = SparseBatch.concat(self._batches)
-        quant = self.quantization or Quantization.fit(float(docs.weights.max()) if docs.nnz else 1.0, self.bits)
-        impacts = quant.quantize(docs.weights)
-        keep = impacts > 0  # a zero impact contributes nothing to any score
-        forward = sp.csr_matrix((impacts[keep], docs.term_ids[keep], _kept_indptr(docs.indptr, keep)),
-                                shape=(len(docs), self.vocab_size))
-        postings = forward.tocsc()
-        postings.sort_indices()
-        num_blocks = -(-len(self._doc_ids) // self.block_size)
-        arrays = {OFFSETS: postings.indptr.astype(np.int64), IMPACTS: postings.data.astype(quant.dtype)}
+        quant = self.quantization or Quantization.fit(self._max_weight if self._max_weight > 0 else 1.0, self.bits)
+        num_docs = len(self._doc_ids)
         meta = {
             "format": FORMAT,
             "format_version": self.format_version,
-            "num_docs": len(self._doc_ids),
+            "num_docs": num_docs,
             "vocab_size": self.vocab_size,
-            "num_postings": int(postings.nnz),
+            "num_postings": 0,
             "num_blockmax": 0,
             "block_size": self.block_size,
             "quantization": quant.to_dict(),
-            "max_weight": float(docs.weights.max()) if docs.nnz else 0.0,
+            "max_weight": self._max_weight,
             "info": self.info,
         }
-        if self.format_version == 2:
-            arrays[DOC_IDX] = postings.indices.astype(id_dtype(len(docs)))
-        else:
-            encoded = codec.encode(postings.indptr, postings.indices, len(docs))
-            arrays.update(zip(CODEC_FILES, encoded))
-            arrays[TERM_MAX] = _term_max(arrays[OFFSETS], arrays[IMPACTS], self.vocab_size)
-            # of the (term, doc, impact) entries as given, so opening checks the codec's output against them
-            _, fingerprint = _check_forward(forward.indptr, forward.indices, forward.data, self.vocab_size)
+        if self.format_version != 2:
             meta["forward_index"] = self.forward_index
-            meta["codec"] = {"chunk_docs": codec.CHUNK_DOCS, "block": codec.BLOCK,
-                             "num_segments": len(encoded.chunks), "num_blocks": len(encoded.widths),
-                             "num_words": len(encoded.words) - 1, "fingerprint": f"{int(fingerprint):016x}"}
-        if self.forward_index:
-            bm_offsets, bm_blocks, bm_impacts = block_max(postings.indptr, postings.indices, postings.data,
-                                                          self.block_size)
-            arrays.update({
-                FWD_INDPTR: forward.indptr.astype(np.int64),
-                FWD_TERMS: forward.indices.astype(id_dtype(self.vocab_size)),
-                FWD_IMPACTS: forward.data.astype(quant.dtype),
-                BM_OFFSETS: bm_offsets, BM_BLOCKS: bm_blocks.astype(id_dtype(num_blocks)),
-                BM_IMPACTS: bm_impacts.astype(quant.dtype),
-            })
-            meta["num_blockmax"] = int(len(bm_blocks))
-        stage = StagedFolder(self.path, replace=is_lsr_index if self.overwrite else None, log=self.log)
+        stage = None
         try:
-            for name, array in arrays.items():
-                save_array(stage.path / name, array)
+            inverted = self._runs.load()
+            if self._pending:
+                inverted.append(invert(self._pending, self._run_docs, self.quantization))
+                self._pending = []
+            stage = StagedFolder(self.path, replace=is_lsr_index if self.overwrite else None, log=self.log)
+            if self.log and self._runs.count:
+                self.log(f"merging {len(inverted)} runs of {num_docs:,} documents into {self.path}")
+            meta.update(write_postings(stage.path, inverted, vocab_size=self.vocab_size, num_docs=num_docs,
+                                       quantization=quant, format_version=self.format_version,
+                                       forward_index=self.forward_index, block_size=self.block_size))
             write_file(stage.path / DOC_IDS, json.dumps(self._doc_ids).encode())
             failpoint("sparse-written")
-            for part in self.parts:
-                merge_record(meta, part(stage.path, forward, self._doc_ids))
+            if self.parts:
+                forward = forward_matrix(inverted, quant, self.vocab_size)
+                for part in self.parts:
+                    merge_record(meta, part(stage.path, forward, self._doc_ids))
             failpoint("parts-written")
             write_meta(stage.path, meta)
+            del inverted
             check_folder(stage.path)  # the staged folder opens and passes every check before it is published
             stage.publish()
         except BaseException:
-            stage.discard()
+            if stage is not None:
+                stage.discard()
             for part in self.parts:  # a part that wrote outside the folder (a collection on a server) undoes it
                 getattr(part, "discard", lambda: None)()
             raise
+        finally:
+            self._runs.discard()
         return self.path
-
-
-def _term_max(offsets: np.ndarray, impacts: np.ndarray, vocab_size: int) -> np.ndarray:
-    """Per term its largest impact (0 for a term without postings)."""
-    out = np.zeros(vocab_size, dtype=impacts.dtype)
-    has = np.flatnonzero(offsets[1:] > offsets[:-1])
-    if len(has):
-        out[has] = np.maximum.reduceat(impacts, offsets[has])
-    return out
 
 
 def merge_record(meta: dict, record: Any) -> None:

@@ -498,11 +498,12 @@ def _mix(a, b, c):  # pragma: no cover - compiled
 
 @numba.njit(parallel=True, cache=True)
 def _check_rows(indptr, ids, values, limit, rows_are_terms, bm_offsets, bm_blocks, bm_impacts, block_size,
-                block_shift):  # pragma: no cover - compiled
+                block_shift, row_base=0):  # pragma: no cover - compiled
     """One CSR orientation of the impacts (postings: rows are terms, ids doc_idx; forward: rows are documents,
     ids term ids). Per row: 0 if fine, 1 ids not strictly ascending or not below `limit`, 2 a zero impact, 3
     (postings, block_size > 0) block maxima not those of the row; and the fingerprint of every (term, doc,
-    impact) entry, equal for both orientations of the same impacts."""
+    impact) entry, equal for both orientations of the same impacts (row r is term or document `row_base + r`: a
+    slice of rows gives its part of the sum)."""
     num_rows = indptr.shape[0] - 1
     codes = np.zeros(num_rows, np.int8)
     prints = np.zeros(num_rows, np.uint64)
@@ -522,7 +523,7 @@ def _check_rows(indptr, ids, values, limit, rows_are_terms, bm_offsets, bm_block
                 code = 2
                 break
             prev = x
-            h += _mix(r, x, w) if rows_are_terms else _mix(x, r, w)
+            h += _mix(row_base + r, x, w) if rows_are_terms else _mix(x, row_base + r, w)
             if block_size > 0:
                 b = x >> block_shift if block_shift >= 0 else x // block_size
                 if b != block:
@@ -546,10 +547,11 @@ def _check_rows(indptr, ids, values, limit, rows_are_terms, bm_offsets, bm_block
     return codes, prints.sum()
 
 
-def _check_postings(offsets, doc_idx, impacts, num_docs, bm_offsets, bm_blocks, bm_impacts, block_size):
+def _check_postings(offsets, doc_idx, impacts, num_docs, bm_offsets, bm_blocks, bm_impacts, block_size,
+                    first_term=0):
     shift = block_size.bit_length() - 1 if block_size & (block_size - 1) == 0 else -1  # no division per posting
     return _check_rows(offsets, doc_idx, impacts, num_docs, True, bm_offsets, bm_blocks, bm_impacts, block_size,
-                       shift)
+                       shift, first_term)
 
 
 def _check_forward(indptr, term_ids, impacts, vocab_size):

@@ -144,3 +144,34 @@ def test_seismic_configurations_are_the_published_ones():
     assert engine_configs(["seismic:recall_95"]) == [("seismic", SEISMIC_PUBLISHED["recall_95"])]
     assert engine_configs(["pisa:maxscore"]) == [("pisa", {"query_algorithm": "maxscore"})]
     assert SEISMIC_PUBLISHED["recall_95"]["n_postings"] == 2000 and SEISMIC_PUBLISHED["recall_99"]["heap_factor"] == 0.7
+
+
+def test_a_corpus_too_large_to_hold_whole_is_indexed_chunk_by_chunk(tmp_path, monkeypatch):
+    """Past WHOLE_POSTINGS a topical corpus is read a chunk at a time and indexed by our writer spilling runs,
+    into format 3 with the forward index; the other engines say they were not run. Its exact search is the
+    brute force over the same corpus held whole (one scale for every chunk)."""
+    import lsr.eval.bench.query as bq
+    import lsr.index.runs as runs
+
+    rng = np.random.default_rng(2)
+    for dataset, split in (*QUERY_SETS, *TRAIN_QUERY_SETS):
+        _batch(rng, 20, 8, 1.0).save_npz(tmp_path / f"{dataset}-{split}-queries.npz")
+    for dataset, _ in QUERY_SETS:
+        _batch(rng, 200, 30, 0.5).save_npz(tmp_path / f"{dataset}-docs.npz")
+    monkeypatch.setattr(bq, "TOPICAL_CHUNK", 700)
+    monkeypatch.setattr(bq, "WHOLE_POSTINGS", 0)
+    monkeypatch.setattr(runs, "RUN_POSTINGS", 20_000)  # a run spilled every chunk or so
+    said: list[str] = []
+    rows = bq.bench_query(["topical-2k"], ["lsr:impact", "scipy"], [1], cache=tmp_path, workdir=tmp_path / "idx",
+                          log=said.append)
+    assert any("scipy: not run" in line for line in said), said
+    assert {r.engine for r in rows} == {"lsr"} and len({json.dumps(r.options) for r in rows}) == 1 + len(bq.IMPACT_CONFIGS)
+    assert all(r.build_options == {"bits": 8, **bq.SCALE_FORMAT} for r in rows)
+    whole = quantised(corpus_vectors("topical-2k", None, tmp_path))
+    queries = SparseBatch.concat(list(corpus_queries("topical-2k", None, tmp_path).values()))
+    brute = ScipyEngine()
+    open_or_build(brute, whole, fingerprint(whole), tmp_path / "idx", "whole", threads=1)
+    engine = LsrEngine(layout=bq.SCALE_FORMAT)
+    engine.open(next(p for p in (tmp_path / "idx").iterdir() if p.name.startswith("topical-2k-lsr") and p.is_dir()))
+    got, want = engine.search(queries, k=10), brute.search(queries, k=10)
+    assert all(np.array_equal(g, w) for g, w in zip(got, want))

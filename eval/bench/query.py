@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from lsr.index import IndexReader, IndexWriter, LsrError, Quantization, Searcher, SparseBatch
 from lsr.index.storage import FORMAT_VERSION
@@ -51,10 +52,17 @@ ENGINE_NAMES = ("lsr", *ENGINES)  # the default: every engine (ours first: the r
 ENGINE_CHOICES = (*ENGINE_NAMES, "milvus-inverted", "seismic:recall_90", "seismic:recall_95", "seismic:recall_99",
                   "pisa:maxscore", "pisa:block_max_wand", "lsr:impact")
 # the impact algorithm's settings (index/impact_order.py): postings read per query (fixed numbers, so its work
-# per query does not grow with the corpus) and candidates scored exactly; from a probe on the topical 1M corpus
+# per query does not grow with the corpus) and candidates scored exactly; from a probe on the topical 1M corpus,
+# and one more (2M, 4,000) set before the 10M run, in case 10x the documents needed twice the budget
 IMPACT_CONFIGS = tuple({"algorithm": "impact", "budget": b, "rescore": c}
-                       for b, c in ((250_000, 500), (500_000, 500), (500_000, 2000), (1_000_000, 2000)))
+                       for b, c in ((250_000, 500), (500_000, 500), (500_000, 2000), (1_000_000, 2000),
+                                    (2_000_000, 4000)))
 CACHE, WORKDIR = "runs/bench-cache", "runs/bench-indexes"
+# a topical corpus past this many postings is never held whole (10M documents of lsr-ifree-tiny: 1.3B postings,
+# 10 GB of vectors): only our engine runs on it, indexed a chunk at a time by a writer that spills runs, into
+# format 3 with the forward index (what the approximate modes read)
+WHOLE_POSTINGS = 400_000_000
+SCALE_FORMAT = {"format_version": 3, "forward_index": True}
 
 
 def default_threads() -> list[int]:
@@ -172,7 +180,7 @@ def write_topical_corpus(corpus: CorpusName, data_dir, cache: Path, log=print) -
         return _cut_topical(corpus, larger, folder, start, log)
     model = topical_model(corpus.model, data_dir, cache)
     log(f"{corpus.text}: {model.num_topics} topics fitted in {time.perf_counter() - start:.1f} s")
-    nnz, lengths, df = 0, [], np.zeros(model.vocab_size, dtype=np.int64)
+    nnz, df = 0, np.zeros(model.vocab_size, dtype=np.int64)
     for i, chunk in enumerate(topical_chunks(model, corpus.size, TOPICAL_SEED, TOPICAL_CHUNK)):
         sp.save_npz(folder / f"chunk-{i:05d}.npz", chunk.to_scipy(), compressed=False)
         nnz += chunk.nnz
@@ -289,26 +297,79 @@ def quantised(docs: SparseBatch, bits: int = 8) -> SparseBatch:
                                                         shape=(len(docs), docs.vocab_size)))
 
 
+class ChunkedCorpus:
+    """A topical corpus too large to hold whole: its cached chunks, quantised one at a time with one scale
+    (the whole corpus' largest weight, found in a first pass, as `quantised` fits it)."""
+
+    def __init__(self, folder: Path, log=print) -> None:
+        self.folder = Path(folder)
+        self.description = json.loads((self.folder / "corpus.json").read_text())
+        self.paths = sorted(self.folder.glob("chunk-*.npz"))
+        self.num_docs, self.nnz = int(self.description["num_docs"]), int(self.description["num_postings"])
+        start, largest, vocab = time.perf_counter(), 0.0, 0
+        for path in self.paths:
+            chunk = SparseBatch.load_npz(path)
+            largest, vocab = max(largest, float(chunk.weights.max())), chunk.vocab_size
+        self.vocab_size, self.quantization = vocab, Quantization.fit(largest, 8)
+        log(f"  {self.folder.name}: {len(self.paths)} chunks, largest weight {largest:.4f} "
+            f"({time.perf_counter() - start:.0f} s)")
+
+    def __len__(self) -> int:
+        return self.num_docs
+
+    def chunks(self):
+        for path in self.paths:
+            chunk = SparseBatch.load_npz(path)
+            impacts = self.quantization.quantize(chunk.weights).astype(np.float32)
+            yield SparseBatch.from_scipy(type(chunk.to_scipy())((impacts, chunk.term_ids, chunk.indptr),
+                                                                shape=(len(chunk), chunk.vocab_size)))
+
+    def key(self) -> str:
+        """What identifies the documents: the corpus is drawn from its description (seeded), so that and the
+        scale name it."""
+        text = json.dumps([{k: v for k, v in self.description.items() if k != "generated_s"},
+                           self.quantization.to_dict()], sort_keys=True)
+        return f"{self.num_docs}:{self.nnz}:{hashlib.sha1(text.encode()).hexdigest()}"
+
+
+def bench_documents(corpus: str, data_dir, cache: Path, log=print) -> SparseBatch | ChunkedCorpus:
+    """The quantised documents of a corpus: whole, or chunk by chunk past `WHOLE_POSTINGS` postings."""
+    if CorpusName.parse(corpus).kind == "topical":
+        description = corpus_description(corpus, data_dir, cache)
+        if description["num_postings"] > WHOLE_POSTINGS:
+            return ChunkedCorpus(write_topical_corpus(CorpusName.parse(corpus), data_dir, cache), log)
+    return quantised(corpus_vectors(corpus, data_dir, cache))
+
+
 class LsrEngine:
     """Our index and Searcher behind the engines' interface."""
 
     name = "lsr"
 
     def __init__(self, algorithm: str = "exhaustive", max_query_terms: int | None = None, prune_factor: float = 1.0,
-                 budget: int | None = None, rescore: int | None = None):
+                 budget: int | None = None, rescore: int | None = None, layout: dict | None = None):
         self.options = {"algorithm": algorithm, "max_query_terms": max_query_terms, "prune_factor": prune_factor,
                         "budget": budget, "rescore": rescore}
         self.mode = "exact" if max_query_terms is None and prune_factor == 1.0 and budget is None else "approximate"
+        self.layout = dict(layout or {"format_version": FORMAT_VERSION})  # IndexWriter's format options
         self._searcher: Searcher | None = None
 
-    def build(self, docs: SparseBatch, workdir: Path, threads: int = 1) -> None:
+    def build(self, docs: SparseBatch | ChunkedCorpus, workdir: Path, threads: int = 1) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
-        with IndexWriter(workdir, vocab_size=docs.vocab_size, bits=8) as writer:
-            writer.add(docs, [str(i) for i in range(len(docs))])
+        if isinstance(docs, ChunkedCorpus):  # integer impacts already: the writer keeps them (scale 1)
+            with IndexWriter(workdir, vocab_size=docs.vocab_size, bits=8, quantization=Quantization(8, 1.0),
+                             log=print, **self.layout) as writer:
+                first = 0
+                for chunk in tqdm(docs.chunks(), total=len(docs.paths), desc="indexing chunks", unit="chunk"):
+                    writer.add(chunk, [str(i) for i in range(first, first + len(chunk))])
+                    first += len(chunk)
+        else:
+            with IndexWriter(workdir, vocab_size=docs.vocab_size, bits=8, **self.layout) as writer:
+                writer.add(docs, [str(i) for i in range(len(docs))])
         self.open(workdir)
 
     def build_options(self) -> dict:
-        return {"bits": 8, "format_version": FORMAT_VERSION}
+        return {"bits": 8, **self.layout}
 
     def open(self, workdir: Path) -> None:
         self._path = Path(workdir)
@@ -388,6 +449,7 @@ class Row:
     index_reused: bool = False  # True: build_s was measured when an earlier run (or configuration) built it
     queries: str = "real"  # the query set: "real" (encoded scifact test + nfcorpus dev) or "topical"
     num_queries: int = 0
+    build_options: dict[str, Any] = field(default_factory=dict)  # the index as built (ours: its format)
     engine_ms: float = 0.0  # the engine's own call (Engine.run) per query, our glue left out; mean_ms has it
     engine_p99_ms: float = 0.0
     engine_qps: float = 0.0
@@ -453,14 +515,19 @@ def bench_query(corpora: list[str] | None = None, engines: list[str] | None = No
         query_sets = corpus_queries(corpus, data_dir, cache)
         if max_queries:
             query_sets = {q: v.select(list(range(min(max_queries, len(v))))) for q, v in query_sets.items()}
-        docs = quantised(corpus_vectors(corpus, data_dir, cache))
+        docs = bench_documents(corpus, data_dir, cache, log)
+        chunked = isinstance(docs, ChunkedCorpus)
         log(f"{corpus}: {len(docs):,} documents, {docs.nnz:,} postings; queries "
             + ", ".join(f"{len(v)} {q}" for q, v in query_sets.items()))
         reference: dict[str, list[np.ndarray]] = {}  # per query set: our exhaustive top k
-        docs_key = fingerprint(docs)
+        docs_key = docs.key() if chunked else fingerprint(docs)
         fresh: set[Path] = set()  # built in this run: later configurations reuse them
         for name, options in engine_configs(engines):
-            engine = LsrEngine(**options) if name == "lsr" else make_engine(name, **options)
+            if chunked and name != "lsr":
+                log(f"  {name}: not run ({docs.nnz:,} postings: only our engine indexes a corpus chunk by chunk)")
+                continue
+            engine = LsrEngine(**options, layout=SCALE_FORMAT if chunked else None) if name == "lsr" \
+                else make_engine(name, **options)
             try:
                 path, build_s, reused = open_or_build(engine, docs, docs_key, workdir, corpus.replace(":", "@"),
                                                       max(threads), rebuild, fresh)
@@ -483,7 +550,8 @@ def bench_query(corpora: list[str] | None = None, engines: list[str] | None = No
                         reference[qset] = results
                     row = Row(name, engine.mode, corpus, n_threads, recall_at_10=_recall(results, reference[qset], k),
                               build_s=build_s, bytes_per_posting=bytes_per_posting, options=dict(options),
-                              index_reused=reused, queries=qset, num_queries=len(queries), **timing)
+                              index_reused=reused, queries=qset, num_queries=len(queries),
+                              build_options=engine.build_options(), **timing)
                     rows.append(row)
                     log(format_row(row))
             if hasattr(engine, "close"):
