@@ -450,6 +450,8 @@ class Row:
     queries: str = "real"  # the query set: "real" (encoded scifact test + nfcorpus dev) or "topical"
     num_queries: int = 0
     build_options: dict[str, Any] = field(default_factory=dict)  # the index as built (ours: its format)
+    build_peak_rss_mb: float | None = None  # the building process' peak memory, on record with the build
+    peak_rss_mb: float = 0.0  # this run's peak memory after this row (the engine open, with every row before)
     engine_ms: float = 0.0  # the engine's own call (Engine.run) per query, our glue left out; mean_ms has it
     engine_p99_ms: float = 0.0
     engine_qps: float = 0.0
@@ -495,9 +497,21 @@ def open_or_build(engine, docs: SparseBatch, docs_key: str, workdir: Path, corpu
     engine.build(docs, path, threads=threads)
     build_s = time.perf_counter() - start
     atomic_write(record_path, json.dumps({"docs": docs_key, "options": options, "build_s": build_s, "threads": threads,
+                                          "peak_rss_mb": peak_rss_mb(),
                                           "time": time.strftime("%Y-%m-%dT%H:%M:%S")}).encode())
     fresh.add(path)
     return path, build_s, False
+
+
+def peak_rss_mb() -> float:
+    """This process' peak resident memory so far (MB): after a build, the build's peak (and what came before)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def build_record(path: Path) -> dict[str, Any]:
+    return json.loads((path.parent / f"{path.name}.{BUILD_RECORD}").read_text())
 
 
 def bench_query(corpora: list[str] | None = None, engines: list[str] | None = None, threads: list[int] | None = None,
@@ -551,7 +565,9 @@ def bench_query(corpora: list[str] | None = None, engines: list[str] | None = No
                     row = Row(name, engine.mode, corpus, n_threads, recall_at_10=_recall(results, reference[qset], k),
                               build_s=build_s, bytes_per_posting=bytes_per_posting, options=dict(options),
                               index_reused=reused, queries=qset, num_queries=len(queries),
-                              build_options=engine.build_options(), **timing)
+                              build_options=engine.build_options(),
+                              build_peak_rss_mb=build_record(path).get("peak_rss_mb"), peak_rss_mb=peak_rss_mb(),
+                              **timing)
                     rows.append(row)
                     log(format_row(row))
             if hasattr(engine, "close"):
