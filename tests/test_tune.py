@@ -51,3 +51,23 @@ def test_tune_needs_a_dev_split_and_an_inference_free_model_for_idf(workdir, dat
     with pytest.raises(LsrError, match="inference-free"):
         tune("idf", ["splade-tiny"], [("scifact", "train-dev")], [], workdir=workdir, data_dir=data_dir,
              limit=LIMIT, log=lambda _: None)
+
+
+def test_significance_compares_what_lsr_eval_ranks_query_by_query(workdir, data_dir):
+    from lsr.eval.significance import compare, parse_model
+
+    result = compare("scifact", "train-dev", ["lsr-ifree-tiny@0", "lsr-ifree-tiny@1"], workdir=workdir,
+                     data_dir=data_dir, limit=LIMIT)
+    ds = load_beir("scifact", "train-dev", data_dir, LIMIT)
+    for side, weight in zip(result["models"], (0.0, 1.0)):
+        options = EncoderOptions(show_progress=False, collection_idf_weight=weight)
+        want = evaluate(ds, "lsr-ifree-tiny", options, index_dir=workdir / "lsr-ifree-tiny-scifact").metrics
+        assert side["collection_idf_weight"] == weight and side["mean"] == pytest.approx(want["nDCG@10"])
+    a, b = result["models"]
+    assert result["difference"] == pytest.approx(b["mean"] - a["mean"])
+    assert result["wins"] + result["losses"] + result["ties"] == result["num_queries"] == len(ds.qrels)
+    assert parse_model("runs/x/model") == ("runs/x/model", None)
+    with pytest.raises(LsrError, match="MODEL@WEIGHT"):
+        parse_model("lsr-ifree-tiny@high")
+    with pytest.raises(LsrError, match="exactly two"):
+        compare("scifact", "train-dev", ["lsr-ifree-tiny"], workdir=workdir, data_dir=data_dir, limit=LIMIT)
