@@ -523,12 +523,14 @@ def bench_query(json_out: JsonOut = None,
                 rebuild: Annotated[bool, typer.Option("--rebuild", help="build every index anew")] = False,
                 build_only: Annotated[bool, typer.Option("--build-only", help="build (or check) the indexes, "
                                                          "search nothing")] = False,
+                index_format: Annotated[int, typer.Option("--index-format", min=2, max=3, help="our index's format "
+                                                          "(3: compressed, with the forward index)")] = bench_query_lib.FORMAT_VERSION,
                 data_dir: DataDir = None) -> None:
     """Query processing: ours against PISA, BMP, Seismic, Lucene impact and scipy on the same vectors. Indexes
     left in --workdir by an earlier run on the same vectors are reused, with the build time measured then."""
     rows = bench_query_lib.bench_query(corpus, _values(engine), threads, data_dir=data_dir, cache=cache,
                                        workdir=workdir, max_queries=max_queries, rebuild=rebuild,
-                                       build_only=build_only, log=typer.echo)
+                                       build_only=build_only, index_format=index_format, log=typer.echo)
     if json_out:
         bench_query_lib.write_results(rows, json_out, plot, corpora={
             c: bench_query_lib.corpus_description(c, data_dir, cache) for c in corpus or bench_query_lib.CORPORA})

@@ -517,10 +517,14 @@ def build_record(path: Path) -> dict[str, Any]:
 def bench_query(corpora: list[str] | None = None, engines: list[str] | None = None, threads: list[int] | None = None,
                 *, k: int = 10, data_dir: str | Path | None = None, cache: str | Path = CACHE,
                 workdir: str | Path = WORKDIR, max_queries: int | None = None,
-                rebuild: bool = False, build_only: bool = False, log=print) -> list[Row]:
+                rebuild: bool = False, build_only: bool = False, index_format: int = FORMAT_VERSION,
+                log=print) -> list[Row]:
     """One row per engine configuration and thread count (defaults: CORPORA, ENGINE_NAMES, default_threads()).
     Indexes are kept in workdir and reused by later runs on the same documents (with the build time measured
-    when they were built) unless `rebuild`."""
+    when they were built) unless `rebuild`. Our index is written in `index_format` (3: with the forward index,
+    `SCALE_FORMAT`, what a corpus indexed chunk by chunk always gets)."""
+    if index_format not in (2, 3):
+        raise LsrError(f"index_format must be 2 or 3, got {index_format}")
     corpora, engines = list(corpora or CORPORA), list(engines or ENGINE_NAMES)
     threads = list(threads or default_threads())
     cache, workdir = Path(cache), Path(workdir)
@@ -540,8 +544,8 @@ def bench_query(corpora: list[str] | None = None, engines: list[str] | None = No
             if chunked and name != "lsr":
                 log(f"  {name}: not run ({docs.nnz:,} postings: only our engine indexes a corpus chunk by chunk)")
                 continue
-            engine = LsrEngine(**options, layout=SCALE_FORMAT if chunked else None) if name == "lsr" \
-                else make_engine(name, **options)
+            layout = SCALE_FORMAT if chunked or index_format == 3 else {"format_version": index_format}
+            engine = LsrEngine(**options, layout=layout) if name == "lsr" else make_engine(name, **options)
             try:
                 path, build_s, reused = open_or_build(engine, docs, docs_key, workdir, corpus.replace(":", "@"),
                                                       max(threads), rebuild, fresh)
