@@ -111,6 +111,44 @@ def _current_rss_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2 ** 20
 
 
+def _status_mb(*keys: str) -> dict[str, float]:
+    with open("/proc/self/status") as f:
+        fields = dict(line.split(":", 1) for line in f if ":" in line)
+    return {k: int(fields[k].split()[0]) / 1024 for k in keys}  # kB
+
+
+class MemorySampler:
+    """Peak memory of a block of work in this process, sampled every `interval` s by a thread:
+    `peak_rss_mb` (VmRSS, file pages of memory-mapped files included: the kernel can reclaim those) and
+    `peak_anon_mb` (RssAnon, the process's own memory, which it cannot)."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self.interval, self.peak_rss_mb, self.peak_anon_mb = interval, 0.0, 0.0
+
+    def _sample(self) -> None:
+        now = _status_mb("VmRSS", "RssAnon")
+        self.peak_rss_mb = max(self.peak_rss_mb, now["VmRSS"])
+        self.peak_anon_mb = max(self.peak_anon_mb, now["RssAnon"])
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> MemorySampler:
+        import threading
+
+        self._stop = threading.Event()
+        self._sample()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+
 def peak_and_times(device: str, call, repeats: int, warmup=None) -> tuple[float, list[float]]:
     """Peak memory (MB) of `call`'s first run over what was in use just before it (CUDA: allocated tensors;
     CPU: RSS high-water mark, so the process must be fresh, see measure_in_subprocess), then the seconds of

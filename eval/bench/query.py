@@ -38,6 +38,7 @@ from lsr.index.storage import FORMAT_VERSION
 
 from lsr.eval.engines import ENGINES, make_engine
 
+from .measure import MemorySampler
 from .results import atomic_write, write_json
 
 QUERY_SETS = (("scifact", "test"), ("nfcorpus", "dev"))
@@ -450,8 +451,10 @@ class Row:
     queries: str = "real"  # the query set: "real" (encoded scifact test + nfcorpus dev) or "topical"
     num_queries: int = 0
     build_options: dict[str, Any] = field(default_factory=dict)  # the index as built (ours: its format)
-    build_peak_rss_mb: float | None = None  # the building process' peak memory, on record with the build
-    peak_rss_mb: float = 0.0  # this run's peak memory after this row (the engine open, with every row before)
+    # peak memory (MB, `measure.MemorySampler`: RSS with mapped file pages, and anonymous) of the build, on record
+    # with it, and of opening the engine's index in this run (a reused index: the open alone)
+    build_memory_mb: dict[str, float | None] = field(default_factory=dict)
+    open_memory_mb: dict[str, float] = field(default_factory=dict)
     engine_ms: float = 0.0  # the engine's own call (Engine.run) per query, our glue left out; mean_ms has it
     engine_p99_ms: float = 0.0
     engine_qps: float = 0.0
@@ -494,20 +497,14 @@ def open_or_build(engine, docs: SparseBatch, docs_key: str, workdir: Path, corpu
             engine.open(path)
             return path, float(record["build_s"]), True
     start = time.perf_counter()
-    engine.build(docs, path, threads=threads)
+    with MemorySampler() as memory:
+        engine.build(docs, path, threads=threads)
     build_s = time.perf_counter() - start
     atomic_write(record_path, json.dumps({"docs": docs_key, "options": options, "build_s": build_s, "threads": threads,
-                                          "peak_rss_mb": peak_rss_mb(),
+                                          "peak_rss_mb": memory.peak_rss_mb, "peak_anon_mb": memory.peak_anon_mb,
                                           "time": time.strftime("%Y-%m-%dT%H:%M:%S")}).encode())
     fresh.add(path)
     return path, build_s, False
-
-
-def peak_rss_mb() -> float:
-    """This process' peak resident memory so far (MB): after a build, the build's peak (and what came before)."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def build_record(path: Path) -> dict[str, Any]:
@@ -547,8 +544,10 @@ def bench_query(corpora: list[str] | None = None, engines: list[str] | None = No
             layout = SCALE_FORMAT if chunked or index_format == 3 else {"format_version": index_format}
             engine = LsrEngine(**options, layout=layout) if name == "lsr" else make_engine(name, **options)
             try:
-                path, build_s, reused = open_or_build(engine, docs, docs_key, workdir, corpus.replace(":", "@"),
-                                                      max(threads), rebuild, fresh)
+                with MemorySampler() as memory:
+                    path, build_s, reused = open_or_build(engine, docs, docs_key, workdir, corpus.replace(":", "@"),
+                                                          max(threads), rebuild, fresh)
+                opened = {"peak_rss_mb": memory.peak_rss_mb, "peak_anon_mb": memory.peak_anon_mb}
             except (ImportError, LsrError) as e:
                 log(f"  {name}: not run ({e})")
                 continue
@@ -570,8 +569,8 @@ def bench_query(corpora: list[str] | None = None, engines: list[str] | None = No
                               build_s=build_s, bytes_per_posting=bytes_per_posting, options=dict(options),
                               index_reused=reused, queries=qset, num_queries=len(queries),
                               build_options=engine.build_options(),
-                              build_peak_rss_mb=build_record(path).get("peak_rss_mb"), peak_rss_mb=peak_rss_mb(),
-                              **timing)
+                              build_memory_mb={k: build_record(path).get(k) for k in ("peak_rss_mb", "peak_anon_mb")},
+                              open_memory_mb=opened, **timing)
                     rows.append(row)
                     log(format_row(row))
             if hasattr(engine, "close"):
