@@ -134,6 +134,13 @@ class IndexWriter:
             self._runs.discard()
 
     def commit(self) -> Path:
+        """Write and publish the folder; the spilled runs are removed whatever happens."""
+        try:
+            return self._commit()
+        finally:
+            self._runs.discard()
+
+    def _commit(self) -> Path:
         if not self._doc_ids:
             raise LsrError("cannot build an index over an empty corpus")
         if len(set(self._doc_ids)) != len(self._doc_ids):
@@ -185,8 +192,6 @@ class IndexWriter:
             for part in self.parts:  # a part that wrote outside the folder (a collection on a server) undoes it
                 getattr(part, "discard", lambda: None)()
             raise
-        finally:
-            self._runs.discard()
         return self.path
 
 

@@ -107,6 +107,15 @@ def test_a_killed_build_leaves_runs_that_the_next_build_removes(tmp_path):
     IndexReader(target)
 
 
+def test_a_refused_commit_removes_its_runs(tmp_path):
+    batches = _batches(3)
+    with pytest.raises(LsrError, match="duplicate doc_id"):
+        with IndexWriter(tmp_path / "idx", vocab_size=VOCAB, run_postings=10_000) as writer:
+            for batch in batches:
+                writer.add(batch, [f"d{j}" for j in range(len(batch))])  # the same ids in every batch
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_run_postings_must_be_positive(tmp_path):
     with pytest.raises(LsrError, match="run_postings must be positive"):
         IndexWriter(tmp_path / "idx", vocab_size=VOCAB, run_postings=0)
