@@ -290,9 +290,10 @@ def corpus_vectors(name: str, data_dir, cache: Path) -> SparseBatch:
     return docs
 
 
-def quantised(docs: SparseBatch, bits: int = 8) -> SparseBatch:
-    """The documents as integer impacts (stored as float32), the vectors every engine is given."""
-    quant = Quantization.fit(float(docs.weights.max()), bits)
+def quantised(docs: SparseBatch, bits: int = 8, quantization: Quantization | None = None) -> SparseBatch:
+    """The documents as integer impacts (stored as float32), the vectors every engine is given; the scale fitted
+    to their largest weight unless given (a corpus read chunk by chunk shares one)."""
+    quant = quantization or Quantization.fit(float(docs.weights.max()), bits)
     impacts = quant.quantize(docs.weights).astype(np.float32)
     return SparseBatch.from_scipy(type(docs.to_scipy())((impacts, docs.term_ids, docs.indptr),
                                                         shape=(len(docs), docs.vocab_size)))
@@ -320,10 +321,7 @@ class ChunkedCorpus:
 
     def chunks(self):
         for path in self.paths:
-            chunk = SparseBatch.load_npz(path)
-            impacts = self.quantization.quantize(chunk.weights).astype(np.float32)
-            yield SparseBatch.from_scipy(type(chunk.to_scipy())((impacts, chunk.term_ids, chunk.indptr),
-                                                                shape=(len(chunk), chunk.vocab_size)))
+            yield quantised(SparseBatch.load_npz(path), quantization=self.quantization)
 
     def key(self) -> str:
         """What identifies the documents: the corpus is drawn from its description (seeded), so that and the
