@@ -1,0 +1,297 @@
+"""Document reordering: similar documents given neighbouring doc_idx, so the blocks of block-max search hold
+documents that share their heavy terms (tight bounds, few blocks to score) and d-gaps shrink.
+
+`cluster_order` is a recursive spherical k-means (a clustering reorder, as the BMP and Seismic papers use one
+beside recursive graph bisection, which costs O(postings x log n x iterations) and is out of reach on two cores
+at 10M documents). Each group of documents (at first the whole corpus) is split into at most `branching`
+clusters by cosine similarity to centroids fitted on a sample of the group, and each cluster is split again,
+until groups hold at most `leaf_size` documents; the order is that of the leaves, depth first. Every level
+reads each document once against `branching` centroids (`nnz x branching` multiply-adds), so the whole order
+costs O(postings x branching x log_branching(n / leaf_size)), the groups of one level spread over numba's
+threads. It is deterministic for a given seed and thread count-independent.
+
+`reorder_index` writes a copy of an index with its documents in that order (doc ids travel with their
+documents, so every search returns the same hits, in the same order, up to equal scores).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import numba
+import numpy as np
+
+from .errors import LsrError
+from .sparse import SparseBatch
+
+BRANCHING = 16  # clusters per split
+LEAF_SIZE = 32  # documents a group may hold unsplit: the block of block-max search (storage.DEFAULT_BLOCK_SIZE)
+SAMPLE_PER_CLUSTER = 48  # sampled documents per centroid in a split's k-means
+ITERATIONS = 6  # Lloyd iterations per split, on the sample
+
+
+@numba.njit(cache=True)
+def _similarities(indptr, terms, weights, inv_norm, d, centroids, k, sims):  # pragma: no cover - compiled
+    """sims[:k] = cosine of document d with each centroid (columns of `centroids`, vocab x k, unit length)."""
+    for c in range(k):
+        sims[c] = 0.0
+    for p in range(indptr[d], indptr[d + 1]):
+        w = weights[p] * inv_norm[d]
+        row = terms[p]
+        for c in range(k):
+            sims[c] += w * centroids[row, c]
+
+
+@numba.njit(cache=True)
+def _best(sims, k):  # pragma: no cover - compiled
+    best, at = -1.0, 0
+    for c in range(k):
+        if sims[c] > best:
+            best, at = sims[c], c
+    return at
+
+
+@numba.njit(cache=True)
+def _fit(indptr, terms, weights, inv_norm, sample, k, iterations, centroids, touched, mark, stamp, assign, sims,
+         norms):  # pragma: no cover - compiled
+    """Spherical k-means of the documents `sample` into k centroids (columns of `centroids`, which is zero over
+    every row on entry and is left holding the centroids over the rows touched[:returned count]). The first k
+    sample documents seed it; a cluster left empty keeps its centroid."""
+    nt = 0
+    for i in range(sample.shape[0]):  # every term of the sample, once (mark[t] == stamp once listed)
+        d = sample[i]
+        for p in range(indptr[d], indptr[d + 1]):
+            t = terms[p]
+            if mark[t] != stamp:
+                mark[t] = stamp
+                touched[nt] = t
+                nt += 1
+    for c in range(k):
+        assign[c] = c
+    for i in range(k, sample.shape[0]):
+        assign[i] = -1
+    for it in range(iterations + 1):
+        if it > 0:  # assignment to the current centroids
+            changed = False
+            for i in range(sample.shape[0]):
+                _similarities(indptr, terms, weights, inv_norm, sample[i], centroids, k, sims)
+                c = _best(sims, k)
+                changed |= c != assign[i]
+                assign[i] = c
+            if not changed:
+                break
+        counts = np.zeros(k, np.int64)
+        for i in range(sample.shape[0]):
+            if assign[i] >= 0:
+                counts[assign[i]] += 1
+        for j in range(nt):  # recompute the centroids of clusters that have members; keep the others
+            t = touched[j]
+            for c in range(k):
+                if counts[c] > 0:
+                    centroids[t, c] = 0.0
+        for i in range(sample.shape[0]):
+            c = assign[i]
+            if c < 0:
+                continue
+            d = sample[i]
+            for p in range(indptr[d], indptr[d + 1]):
+                centroids[terms[p], c] += weights[p] * inv_norm[d]
+        for c in range(k):
+            norms[c] = 0.0
+        for j in range(nt):
+            t = touched[j]
+            for c in range(k):
+                norms[c] += centroids[t, c] * centroids[t, c]
+        for c in range(k):
+            norms[c] = 1.0 / np.sqrt(norms[c]) if norms[c] > 0 else 0.0
+        for j in range(nt):
+            t = touched[j]
+            for c in range(k):
+                centroids[t, c] *= norms[c]
+    return nt
+
+
+@numba.njit(cache=True)
+def _split(indptr, terms, weights, inv_norm, perm, lo, hi, branching, leaf_size, iterations, seed, centroids, touched,
+           mark, stamp, buffer, child_sizes):  # pragma: no cover - compiled
+    """Split the group perm[lo:hi] into at most `branching` clusters, in place (stable within each cluster), and
+    write the clusters' sizes into child_sizes (zero for unused ones). A split that puts everything into one
+    cluster (identical documents) falls back to equal slices, so every split makes progress."""
+    n = hi - lo
+    k = min(branching, (n + leaf_size - 1) // leaf_size)
+    for c in range(child_sizes.shape[0]):
+        child_sizes[c] = 0
+    s = min(n, k * SAMPLE_PER_CLUSTER)
+    sample = np.empty(s, np.int64)
+    np.random.seed(seed)
+    offset = np.random.randint(0, n)
+    for i in range(s):  # an even stride through the group, from a seeded offset
+        sample[i] = perm[lo + (offset + (i * n) // s) % n]
+    assign = np.empty(s, np.int64)
+    sims = np.empty(k, np.float64)
+    norms = np.empty(k, np.float64)
+    nt = _fit(indptr, terms, weights, inv_norm, sample, k, iterations, centroids, touched, mark, stamp, assign, sims,
+              norms)
+    label = np.empty(n, np.int64)
+    for i in range(n):
+        _similarities(indptr, terms, weights, inv_norm, perm[lo + i], centroids, k, sims)
+        label[i] = _best(sims, k)
+        child_sizes[label[i]] += 1
+    for j in range(nt):  # leave the centroid table zero for the next split
+        t = touched[j]
+        for c in range(k):
+            centroids[t, c] = 0.0
+    largest = 0
+    for c in range(k):
+        largest = max(largest, child_sizes[c])
+    if largest == n:
+        for c in range(k):
+            child_sizes[c] = n // k + (1 if c < n % k else 0)
+        return
+    start = np.zeros(k, np.int64)
+    for c in range(1, k):
+        start[c] = start[c - 1] + child_sizes[c - 1]
+    for i in range(n):
+        buffer[lo + start[label[i]]] = perm[lo + i]
+        start[label[i]] += 1
+    for i in range(n):
+        perm[lo + i] = buffer[lo + i]
+
+
+@numba.njit(cache=True)
+def _squared_norms(indptr, weights):  # pragma: no cover - compiled
+    out = np.zeros(indptr.shape[0] - 1, np.float64)
+    for d in range(out.shape[0]):
+        for p in range(indptr[d], indptr[d + 1]):
+            out[d] += np.float64(weights[p]) * np.float64(weights[p])
+    return out
+
+
+@numba.njit(cache=True)
+def _gather(indptr, terms, impacts, rows):  # pragma: no cover - compiled
+    """The CSR rows `rows` (in that order) of (indptr, terms, impacts)."""
+    out_ptr = np.zeros(rows.shape[0] + 1, np.int64)
+    for i in range(rows.shape[0]):
+        out_ptr[i + 1] = out_ptr[i] + indptr[rows[i] + 1] - indptr[rows[i]]
+    out_terms = np.empty(out_ptr[-1], np.int32)
+    out_impacts = np.empty(out_ptr[-1], np.float64)
+    for i in range(rows.shape[0]):
+        q = out_ptr[i]
+        for p in range(indptr[rows[i]], indptr[rows[i] + 1]):
+            out_terms[q] = terms[p]
+            out_impacts[q] = impacts[p]
+            q += 1
+    return out_ptr, out_terms, out_impacts
+
+
+@numba.njit(cache=True, parallel=True)
+def _split_level(indptr, terms, weights, inv_norm, perm, group_lo, group_hi, branching, leaf_size, iterations, seed,
+                 centroids, touched, mark, buffer, child_sizes):  # pragma: no cover - compiled
+    for g in numba.prange(group_lo.shape[0]):
+        tid = numba.get_thread_id()
+        # each group draws its own seed: the order does not depend on which thread splits it
+        _split(indptr, terms, weights, inv_norm, perm, group_lo[g], group_hi[g], branching, leaf_size, iterations,
+               (seed * 1_000_003 + group_lo[g]) % 2147483647, centroids[tid], touched[tid], mark[tid], g + 1, buffer,
+               child_sizes[g])
+
+
+def cluster_order(docs: SparseBatch, *, branching: int = BRANCHING, leaf_size: int = LEAF_SIZE, seed: int = 0,
+                  iterations: int = ITERATIONS, log: Callable[[str], None] | None = None) -> np.ndarray:
+    """The documents' new order: `order[i]` is the doc_idx that goes to position i (see the module docstring)."""
+    return _cluster_order(docs.indptr, docs.term_ids, docs.weights, docs.vocab_size, branching=branching,
+                          leaf_size=leaf_size, seed=seed, iterations=iterations, log=log)
+
+
+def _cluster_order(indptr: np.ndarray, terms: np.ndarray, weights: np.ndarray, vocab_size: int, *, branching: int,
+                   leaf_size: int, seed: int, iterations: int, log: Callable[[str], None] | None) -> np.ndarray:
+    """`cluster_order` over CSR arrays of any integer / numeric dtypes (an index's forward arrays as they are
+    mapped: no copy of the postings)."""
+    if branching < 2 or leaf_size < 1 or iterations < 0:
+        raise LsrError(f"cluster_order: branching must be at least 2, leaf_size positive and iterations not "
+                       f"negative, got {branching}, {leaf_size}, {iterations}")
+    n = len(indptr) - 1
+    indptr = np.ascontiguousarray(indptr, dtype=np.int64)
+    squared = _squared_norms(indptr, weights)
+    inv_norm = np.where(squared > 0, 1.0 / np.sqrt(np.maximum(squared, 1e-300)), 0.0)
+    perm = np.arange(n, dtype=np.int64)
+    buffer = np.empty(n, np.int64)
+    threads = numba.config.NUMBA_NUM_THREADS
+    centroids = np.zeros((threads, vocab_size, branching), np.float32)
+    touched = np.empty((threads, vocab_size), np.int64)
+    groups = np.array([[0, n]], np.int64) if n > leaf_size else np.zeros((0, 2), np.int64)
+    level, start = 0, time.perf_counter()
+    while len(groups):
+        # every group of a level gets its own stamp (g + 1); a fresh mark table per level keeps stamps unique
+        mark = np.zeros((threads, vocab_size), np.int64)
+        sizes = np.zeros((len(groups), branching), np.int64)
+        _split_level(indptr, terms, weights, inv_norm, perm, np.ascontiguousarray(groups[:, 0]),
+                     np.ascontiguousarray(groups[:, 1]), branching, leaf_size, iterations, seed, centroids, touched,
+                     mark, buffer, sizes)
+        ends = groups[:, :1] + np.cumsum(sizes, axis=1)
+        starts = ends - sizes
+        keep = sizes > leaf_size
+        groups = np.stack([starts[keep], ends[keep]], axis=1)
+        level += 1
+        if log:
+            log(f"reorder: level {level}, {len(groups):,} groups still above {leaf_size} documents "
+                f"({time.perf_counter() - start:.1f} s)")
+    return perm
+
+
+def reorder_index(source: str | Path, target: str | Path, *, branching: int = BRANCHING, leaf_size: int | None = None,
+                  seed: int = 0, overwrite: bool = False, batch_docs: int = 200_000,
+                  log: Callable[[str], None] | None = None) -> Path:
+    """Write the index `source` again at `target` with its documents in `cluster_order` (leaf_size: the index's
+    block size), same format, block size, quantisation (the impacts are kept exactly) and info, and the
+    collection statistics if it has them; the order's settings go into the info (`reorder`). The source is
+    only read. A folder with other parts (dense vectors, an engine's files) is refused: build those again."""
+    from .folder import IndexWriter
+    from .storage import META, IndexReader, data_files
+    from .termstats import STATS_FILE, STATS_KEY, collection_stats_part, read_collection_stats
+
+    source, target = Path(source), Path(target)
+    if source.resolve() == target.resolve():
+        raise LsrError(f"reorder: {target} is the source index; write the reordered copy to another folder")
+    reader = IndexReader(source, verify_checksums=False, scan=False)
+    meta = json.loads((source / META).read_text(encoding="utf-8"))
+    other = sorted(set(meta.get("files", {})) - {*data_files(meta), STATS_FILE}) + list(meta.get("uncovered", []))
+    if other:
+        raise LsrError(f"reorder: {source} holds more than a sparse index ({other[0]}"
+                       f"{f' and {len(other) - 1} more' if len(other) > 1 else ''}); reorder the sparse index "
+                       "alone and build the other parts again")
+    leaf_size = reader.block_size if leaf_size is None else int(leaf_size)
+    start = time.perf_counter()
+    if reader.has_forward:  # the forward arrays as mapped (a copy of 1.3B postings would not fit at 10M)
+        forward = (np.asarray(reader.forward_indptr), np.asarray(reader.forward_term_ids),
+                   np.asarray(reader.forward_impacts))
+    else:
+        matrix = reader.doc_matrix()
+        forward = (matrix.indptr, matrix.indices, matrix.data)
+    order = _cluster_order(*forward, reader.vocab_size, branching=branching, leaf_size=leaf_size, seed=seed,
+                           iterations=ITERATIONS, log=log)
+    order_s = time.perf_counter() - start
+    setting = {"method": "cluster", "branching": branching, "leaf_size": leaf_size, "seed": seed,
+               "iterations": ITERATIONS, "sample_per_cluster": SAMPLE_PER_CLUSTER, "order_s": round(order_s, 1)}
+    info = {key: value for key, value in reader.meta.get("info", {}).items() if key != STATS_KEY}
+    stats = read_collection_stats(source)
+    q = reader.quantization
+    layout = {"format_version": reader.format_version, "block_size": reader.block_size}
+    if reader.format_version != 2:
+        layout["forward_index"] = reader.has_forward
+    ids = reader.doc_ids
+    with IndexWriter(target, vocab_size=reader.vocab_size, bits=q.bits, quantization=q, overwrite=overwrite,
+                     info={**info, "reorder": setting}, log=log,
+                     parts=[collection_stats_part(stats)] if stats is not None else [], **layout) as writer:
+        for lo in range(0, len(order), batch_docs):
+            rows = order[lo:lo + batch_docs]
+            indptr, terms, impacts = _gather(*forward, rows)
+            impacts /= q.scale  # the writer's fixed quantisation gives the same impacts back
+            writer.add(SparseBatch(indptr, terms, impacts.astype(np.float32), reader.vocab_size),
+                       [ids[i] for i in rows.tolist()])
+    if log:
+        log(f"reorder: {len(order):,} documents of {source} written to {target} in {time.perf_counter() - start:.1f} s "
+            f"(order {order_s:.1f} s)")
+    return target

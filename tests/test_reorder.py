@@ -1,0 +1,122 @@
+"""Document reordering (index/reorder.py): the clustering order itself, and a reordered copy of an index that
+returns the same hits as its source while block-max scores fewer blocks."""
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from lsr.index import IndexReader, IndexWriter, LsrError, Searcher, SparseBatch
+from lsr.index.reorder import cluster_order, reorder_index
+from lsr.index.search import _blockmax_query, brute_force_search
+from lsr.index.termstats import CollectionStats, collection_stats_part, read_collection_stats
+
+
+def _planted(n=3000, vocab=2000, topics=40, seed=0):
+    """Documents of `topics` planted clusters (each its own 60 terms, plus a few from anywhere), in a shuffled
+    order; and each document's cluster."""
+    rng = np.random.default_rng(seed)
+    own = [rng.choice(vocab, 60, replace=False) for _ in range(topics)]
+    label = rng.integers(topics, size=n)
+    rows = []
+    for i in range(n):
+        terms = np.unique(np.concatenate([rng.choice(own[label[i]], 25), rng.choice(vocab, 5)]))
+        rows.append(sp.csr_matrix((rng.random(len(terms)).astype(np.float32) + 0.1, terms, [0, len(terms)]),
+                                  shape=(1, vocab)))
+    return SparseBatch.from_scipy(sp.vstack(rows).tocsr()), label
+
+
+def _purity(label, block=32):
+    blocks = label[:len(label) // block * block].reshape(-1, block)
+    return float(np.mean([np.bincount(b).max() / block for b in blocks]))
+
+
+def test_cluster_order_is_a_seeded_permutation_that_groups_similar_documents():
+    docs, label = _planted()
+    order = cluster_order(docs, seed=3)
+    assert np.array_equal(np.sort(order), np.arange(len(docs)))
+    assert np.array_equal(order, cluster_order(docs, seed=3))
+    # blocks of 32 consecutive documents: mostly one cluster after the reorder, a mix before
+    assert _purity(label[order]) > 0.8 > 0.2 > _purity(label)
+
+
+def test_cluster_order_handles_identical_empty_and_tiny_inputs():
+    same = SparseBatch.from_scipy(sp.csr_matrix(np.ones((500, 4), np.float32)))
+    assert np.array_equal(np.sort(cluster_order(same)), np.arange(500))  # every split degenerate: equal slices
+    empty_rows = SparseBatch.from_scipy(sp.csr_matrix((100, 8), dtype=np.float32))
+    assert np.array_equal(np.sort(cluster_order(empty_rows)), np.arange(100))
+    one = SparseBatch.from_scipy(sp.csr_matrix(np.ones((1, 4), np.float32)))
+    assert cluster_order(one).tolist() == [0]
+    with pytest.raises(LsrError, match="branching"):
+        cluster_order(one, branching=1)
+
+
+def _blocks_scored(searcher, terms, weights, k):
+    scores, docs = np.empty(k), np.empty(k, np.int64)
+    return _blockmax_query(*searcher._blockmax, terms.astype(np.int64), weights, k, 1.0, scores, docs)[1]
+
+
+def _build(path, docs, format_version=2, stats=None):
+    layout = {"forward_index": True} if format_version == 3 else {}
+    with IndexWriter(path, vocab_size=docs.vocab_size, format_version=format_version, info={"model": "planted"},
+                     parts=[collection_stats_part(stats)] if stats else [], **layout) as writer:
+        writer.add(docs, [f"d{i}" for i in range(len(docs))])
+    return path
+
+
+@pytest.mark.parametrize("format_version", [2, 3])
+def test_a_reordered_index_returns_the_same_hits_and_blockmax_scores_fewer_blocks(tmp_path, format_version):
+    docs, _ = _planted()
+    stats = CollectionStats(np.bincount(docs.term_ids, minlength=docs.vocab_size), len(docs))
+    source = _build(tmp_path / "src", docs, format_version, stats)
+    before = {p.name: p.read_bytes() for p in source.iterdir()}
+    target = reorder_index(source, tmp_path / "dst", seed=1)
+    assert {p.name: p.read_bytes() for p in source.iterdir()} == before  # the source is only read
+    a, b = IndexReader(source), IndexReader(target)  # both open with every check
+    assert b.meta["info"]["model"] == "planted" and b.meta["info"]["reorder"]["leaf_size"] == a.block_size
+    assert b.doc_ids != a.doc_ids and sorted(b.doc_ids) == sorted(a.doc_ids)
+    assert b.quantization == a.quantization
+    # every document keeps its impacts exactly, under its own id
+    ma, mb = a.doc_matrix(), b.doc_matrix()
+    where = {d: i for i, d in enumerate(b.doc_ids)}
+    perm = np.array([where[d] for d in a.doc_ids])
+    assert (ma != mb[perm]).nnz == 0
+    assert np.array_equal(read_collection_stats(target).df, stats.df)
+    rng = np.random.default_rng(5)
+    scored = {"src": 0, "dst": 0}
+    for _ in range(20):
+        terms = np.sort(rng.choice(docs.vocab_size, 12, replace=False))
+        weights = rng.random(12) + 0.1
+        for name, reader in (("src", a), ("dst", b)):
+            ref_idx, ref_scores = brute_force_search(reader, terms, weights, k=10)
+            for algorithm in ("exhaustive", "blockmax"):
+                idx, scores = Searcher(reader, algorithm=algorithm).search_vector(terms, weights, k=10)
+                assert idx.tolist() == ref_idx.tolist()
+                np.testing.assert_allclose(scores, ref_scores, rtol=1e-9)
+            scored[name] += _blocks_scored(Searcher(reader, algorithm="blockmax"), terms, weights, 10)
+        (ia, sa), (ib, sb) = brute_force_search(a, terms, weights, k=10), brute_force_search(b, terms, weights, k=10)
+        np.testing.assert_allclose(sa, sb, rtol=1e-9)  # the same scores; the same documents above the 10th's
+        assert {a.doc_ids[i] for i, s in zip(ia, sa) if s > sa[-1]} == {b.doc_ids[i] for i, s in zip(ib, sb)
+                                                                          if s > sb[-1]}
+    assert scored["dst"] < 0.6 * scored["src"]
+
+
+def test_reorder_refuses_its_own_source_and_folders_with_other_parts(tmp_path):
+    docs, _ = _planted(n=200)
+    source = _build(tmp_path / "src", docs)
+    with pytest.raises(LsrError, match="is the source index"):
+        reorder_index(source, source)
+    (tmp_path / "dst").mkdir()
+    (tmp_path / "dst" / "mine.txt").write_text("keep me")
+    with pytest.raises(LsrError):
+        reorder_index(source, tmp_path / "dst")
+    assert (tmp_path / "dst" / "mine.txt").read_text() == "keep me"
+
+    def dense_part(folder, impacts=None, doc_ids=None):
+        np.save(folder / "dense.npy", np.zeros(3))
+        return {}
+    with IndexWriter(tmp_path / "with-dense", vocab_size=docs.vocab_size, parts=[dense_part]) as writer:
+        writer.add(docs, [f"d{i}" for i in range(len(docs))])
+    with pytest.raises(LsrError, match="dense.npy"):
+        reorder_index(tmp_path / "with-dense", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
