@@ -175,3 +175,35 @@ def test_a_corpus_too_large_to_hold_whole_is_indexed_chunk_by_chunk(tmp_path, mo
     engine.open(next(p for p in (tmp_path / "idx").iterdir() if p.name.startswith("topical-2k-lsr") and p.is_dir()))
     got, want = engine.search(queries, k=10), brute.search(queries, k=10)
     assert all(np.array_equal(g, w) for g, w in zip(got, want))
+
+
+def test_blockmax_over_a_reordered_index_maps_its_hits_back(tmp_path):
+    """`lsr:blockmax` builds its index reordered (its own folder, the file-order copy removed); at prune factor 1
+    it finds the exact top 10 of the corpus' own doc_idx, below 1 a subset."""
+    import lsr.eval.bench.query as bq
+
+    rng = np.random.default_rng(4)
+    for dataset, split in (*QUERY_SETS, *TRAIN_QUERY_SETS):
+        _batch(rng, 20, 8, 1.0).save_npz(tmp_path / f"{dataset}-{split}-queries.npz")
+    for dataset, _ in QUERY_SETS:
+        _batch(rng, 200, 30, 0.5).save_npz(tmp_path / f"{dataset}-docs.npz")
+    rows = bq.bench_query(["topical-2k"], ["lsr:blockmax"], [1], cache=tmp_path, workdir=tmp_path / "idx",
+                          log=lambda _: None)
+    by_options = {json.dumps(r.options, sort_keys=True): r for r in rows if r.queries == "real"}
+    assert len(by_options) == 1 + len(bq.BLOCKMAX_CONFIGS)
+    exact = by_options[json.dumps({"algorithm": "blockmax", "prune_factor": 1.0, "reorder": True}, sort_keys=True)]
+    # ties at the 10th score may pick other documents than file order does: recall just under 1 (checked below)
+    assert exact.mode == "exact" and exact.recall_at_10 >= 0.95 and exact.build_options["reorder"] == "cluster"
+    assert all(0.0 < r.recall_at_10 <= 1.0 for r in rows)
+    assert not list((tmp_path / "idx").glob("*.file-order"))
+    folder = next(p for p in (tmp_path / "idx").iterdir() if p.is_dir() and "reorder" in
+                  json.loads((p / "meta.json").read_text())["info"])
+    engine = LsrEngine(algorithm="blockmax", reorder=True)
+    engine.open(folder)
+    whole = quantised(corpus_vectors("topical-2k", None, tmp_path)).to_scipy()
+    queries = corpus_queries("topical-2k", None, tmp_path)["topical"]
+    scores = np.asarray((whole @ queries.to_scipy().T).todense()).T  # per query, every document's exact score
+    found = engine.search(queries, k=10)
+    assert sum(len(hits) for hits in found) >= 8 * len(found)
+    for row, hits in zip(scores, found):  # the corpus' doc_idx, with the exact top scores
+        np.testing.assert_allclose(np.sort(row[hits])[::-1], np.sort(row)[::-1][:len(hits)], rtol=1e-6)

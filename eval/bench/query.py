@@ -34,6 +34,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from lsr.index import IndexReader, IndexWriter, LsrError, Quantization, Searcher, SparseBatch
+from lsr.index.reorder import reorder_index
 from lsr.index.storage import FORMAT_VERSION
 
 from lsr.eval.engines import ENGINES, make_engine
@@ -51,13 +52,15 @@ ENGINE_NAMES = ("lsr", *ENGINES)  # the default: every engine (ours first: the r
 # build of every document; at 100k it answered 4x slower than the inverted index), and one of Seismic's published
 # configurations alone ("seismic:recall_95": each is its own index, minutes to build at 1M), or one PISA algorithm
 ENGINE_CHOICES = (*ENGINE_NAMES, "milvus-inverted", "seismic:recall_90", "seismic:recall_95", "seismic:recall_99",
-                  "pisa:maxscore", "pisa:block_max_wand", "lsr:impact")
+                  "pisa:maxscore", "pisa:block_max_wand", "lsr:impact", "lsr:blockmax")
 # the impact algorithm's settings (index/impact_order.py): postings read per query (fixed numbers, so its work
 # per query does not grow with the corpus) and candidates scored exactly; from a probe on the topical 1M corpus,
 # and one more (2M, 4,000) set before the 10M run, in case 10x the documents needed twice the budget
 IMPACT_CONFIGS = tuple({"algorithm": "impact", "budget": b, "rescore": c}
                        for b, c in ((250_000, 500), (500_000, 500), (500_000, 2000), (1_000_000, 2000),
                                     (2_000_000, 4000)))
+# block-max over an index reordered by `index.reorder.cluster_order`: exact at 1, approximate below (BMP's alpha)
+BLOCKMAX_CONFIGS = tuple({"algorithm": "blockmax", "reorder": True, "prune_factor": f} for f in (1.0, 0.9, 0.8, 0.7, 0.6))
 CACHE, WORKDIR = "runs/bench-cache", "runs/bench-indexes"
 # a topical corpus past this many postings is never held whole (10M documents of lsr-ifree-tiny: 1.3B postings,
 # 10 GB of vectors): only our engine runs on it, indexed a chunk at a time by a writer that spills runs, into
@@ -346,33 +349,47 @@ class LsrEngine:
     name = "lsr"
 
     def __init__(self, algorithm: str = "exhaustive", max_query_terms: int | None = None, prune_factor: float = 1.0,
-                 budget: int | None = None, rescore: int | None = None, layout: dict | None = None):
+                 budget: int | None = None, rescore: int | None = None, reorder: bool = False,
+                 layout: dict | None = None):
         self.options = {"algorithm": algorithm, "max_query_terms": max_query_terms, "prune_factor": prune_factor,
                         "budget": budget, "rescore": rescore}
         self.mode = "exact" if max_query_terms is None and prune_factor == 1.0 and budget is None else "approximate"
         self.layout = dict(layout or {"format_version": FORMAT_VERSION})  # IndexWriter's format options
+        if reorder:  # the documents in `cluster_order` (a build option: its own folder); hits map back in `collect`
+            self.layout["forward_index"] = True
+        self.reorder = bool(reorder)
         self._searcher: Searcher | None = None
+        self._original: np.ndarray | None = None  # per doc_idx of a reordered index, the corpus' own doc_idx
 
     def build(self, docs: SparseBatch | ChunkedCorpus, workdir: Path, threads: int = 1) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
+        target = workdir.with_name(f"{workdir.name}.file-order") if self.reorder else workdir
+        shutil.rmtree(target, ignore_errors=True)
         if isinstance(docs, ChunkedCorpus):  # integer impacts already: the writer keeps them (scale 1)
-            with IndexWriter(workdir, vocab_size=docs.vocab_size, bits=8, quantization=Quantization(8, 1.0),
+            with IndexWriter(target, vocab_size=docs.vocab_size, bits=8, quantization=Quantization(8, 1.0),
                              log=print, **self.layout) as writer:
                 first = 0
                 for chunk in tqdm(docs.chunks(), total=len(docs.paths), desc="indexing chunks", unit="chunk"):
                     writer.add(chunk, [str(i) for i in range(first, first + len(chunk))])
                     first += len(chunk)
         else:
-            with IndexWriter(workdir, vocab_size=docs.vocab_size, bits=8, **self.layout) as writer:
+            with IndexWriter(target, vocab_size=docs.vocab_size, bits=8, **self.layout) as writer:
                 writer.add(docs, [str(i) for i in range(len(docs))])
+        if self.reorder:
+            try:
+                reorder_index(target, workdir, log=print)
+            finally:
+                shutil.rmtree(target, ignore_errors=True)
         self.open(workdir)
 
     def build_options(self) -> dict:
-        return {"bits": 8, **self.layout}
+        return {"bits": 8, **self.layout, **({"reorder": "cluster"} if self.reorder else {})}
 
     def open(self, workdir: Path) -> None:
         self._path = Path(workdir)
-        self._searcher = Searcher(IndexReader(workdir, verify_checksums=False), **self.options)
+        reader = IndexReader(workdir, verify_checksums=False)
+        self._original = np.fromiter(map(int, reader.doc_ids), np.int64, reader.num_docs) if self.reorder else None
+        self._searcher = Searcher(reader, **self.options)
 
     def search(self, queries: SparseBatch, k: int, threads: int = 1) -> list[np.ndarray]:
         return self.collect(self.run(self.prepare(queries, k), k, threads), queries, k)
@@ -385,6 +402,8 @@ class LsrEngine:
         return self._searcher.search_batch_vectors(queries, k=k, threads=threads)
 
     def collect(self, raw: list, prepared: SparseBatch, k: int) -> list[np.ndarray]:
+        if self._original is not None:
+            return [self._original[idx] for idx, _ in raw]
         return [idx for idx, _ in raw]
 
     def size_bytes(self) -> int:
@@ -414,6 +433,8 @@ def engine_configs(names: list[str]) -> list[tuple[str, dict[str, Any]]]:
             configs += [("lsr", dict(c)) for c in IMPACT_CONFIGS]
         elif name == "lsr:impact":  # exact (the recall reference), then the impact algorithm's settings
             configs += [("lsr", {}), *(("lsr", dict(c)) for c in IMPACT_CONFIGS)]
+        elif name == "lsr:blockmax":  # exact in file order (the reference), then block-max over the reordered index
+            configs += [("lsr", {}), *(("lsr", dict(c)) for c in BLOCKMAX_CONFIGS)]
         elif name == "pisa":  # MaxScore measured 7x faster than block-max WAND on these vectors (1M, 20 queries)
             configs += [("pisa", {"query_algorithm": a}) for a in ("maxscore", "block_max_wand")]
         elif name == "seismic":
