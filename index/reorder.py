@@ -242,10 +242,10 @@ def _cluster_order(indptr: np.ndarray, terms: np.ndarray, weights: np.ndarray, v
 
 
 def reorder_index(source: str | Path, target: str | Path, *, branching: int = BRANCHING, leaf_size: int | None = None,
-                  seed: int = 0, overwrite: bool = False, batch_docs: int = 200_000,
+                  block_size: int | None = None, seed: int = 0, overwrite: bool = False, batch_docs: int = 200_000,
                   log: Callable[[str], None] | None = None) -> Path:
-    """Write the index `source` again at `target` with its documents in `cluster_order` (leaf_size: the index's
-    block size), same format, block size, quantisation (the impacts are kept exactly) and info, and the
+    """Write the index `source` again at `target` with its documents in `cluster_order` (leaf_size: the target's
+    block size), same format, block size (unless `block_size`), quantisation (the impacts are kept exactly) and info, and the
     collection statistics if it has them; the order's settings go into the info (`reorder`). The source is
     only read. A folder with other parts (dense vectors, an engine's files) is refused: build those again."""
     from .folder import IndexWriter
@@ -262,7 +262,8 @@ def reorder_index(source: str | Path, target: str | Path, *, branching: int = BR
         raise LsrError(f"reorder: {source} holds more than a sparse index ({other[0]}"
                        f"{f' and {len(other) - 1} more' if len(other) > 1 else ''}); reorder the sparse index "
                        "alone and build the other parts again")
-    leaf_size = reader.block_size if leaf_size is None else int(leaf_size)
+    block_size = reader.block_size if block_size is None else int(block_size)
+    leaf_size = block_size if leaf_size is None else int(leaf_size)
     start = time.perf_counter()
     if reader.has_forward:  # the forward arrays as mapped (a copy of 1.3B postings would not fit at 10M)
         forward = (np.asarray(reader.forward_indptr), np.asarray(reader.forward_term_ids),
@@ -278,7 +279,7 @@ def reorder_index(source: str | Path, target: str | Path, *, branching: int = BR
     info = {key: value for key, value in reader.meta.get("info", {}).items() if key != STATS_KEY}
     stats = read_collection_stats(source)
     q = reader.quantization
-    layout = {"format_version": reader.format_version, "block_size": reader.block_size}
+    layout = {"format_version": reader.format_version, "block_size": block_size}
     if reader.format_version != 2:
         layout["forward_index"] = reader.has_forward
     ids = reader.doc_ids

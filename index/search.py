@@ -329,53 +329,92 @@ def _maxscore_batch(offsets, doc_idx, impacts, term_max, q_indptr, q_terms, q_we
         out_n[q] = n
 
 
-@numba.njit(cache=True, nogil=True)
-def _blockmax_query(bm_offsets, bm_blocks, bm_impacts, fwd_indptr, fwd_terms, fwd_impacts, num_docs, block_size,
-                    q_terms, q_weights, k, prune_factor, out_scores, out_docs):  # pragma: no cover - compiled
-    """Top-k of one query into out_scores/out_docs (a min-heap, worst hit at 0); returns (hits, blocks scored)."""
-    vocab_size = bm_offsets.shape[0] - 1
-    num_blocks = (num_docs + block_size - 1) // block_size
-    q_dense = np.zeros(vocab_size, dtype=np.float64)
-    bound = np.zeros(num_blocks, dtype=np.float64)
+FIRST_BLOCKS = 16  # blockmax: the blocks of best bound scored first, for a k-th best score to prune the rest by
+
+
+@numba.njit(inline="always")
+def _score_block(offsets, doc_idx, impacts, num_docs, block_size, q_terms, q_weights, pos, b, acc, k, out_scores,
+                 out_docs, n):  # pragma: no cover - compiled
+    """Score the documents of block b from the query terms' own postings (pos[i]: term i's cursor, moved forward
+    by galloping; blocks must come in ascending order between resets), offer them to the top-k heap holding n
+    hits; returns the new n. `acc` holds block_size zeros and is left zeroed."""
+    lo = b * block_size
+    hi = min(lo + block_size, num_docs)
     for i in range(q_terms.shape[0]):
+        end = offsets[q_terms[i] + 1]
+        p = _seek(doc_idx, pos[i], end, lo)
+        w = q_weights[i]
+        while p < end and doc_idx[p] < hi:
+            acc[doc_idx[p] - lo] += w * impacts[p]
+            p += 1
+        pos[i] = p
+    for j in range(hi - lo):
+        s = acc[j]
+        if s != 0.0:
+            acc[j] = 0.0
+            if s > 0.0 and (n < k or s >= out_scores[0]):
+                n = _offer(out_scores, out_docs, n, k, s, lo + j)
+    return n
+
+
+@numba.njit(cache=True, nogil=True)
+def _blockmax_query(bm_offsets, bm_blocks, bm_impacts, offsets, doc_idx, impacts, num_docs, block_size, q_terms,
+                    q_weights, k, prune_factor, out_scores, out_docs):  # pragma: no cover - compiled
+    """Top-k of one query into out_scores/out_docs (a min-heap, worst hit at 0); returns (hits, blocks scored).
+
+    Each block's bound is the query-weighted sum of its terms' block maxima. The FIRST_BLOCKS blocks of best
+    bound are scored first (in block order), which gives a k-th best score; then one pass over the blocks in
+    order scores every other block whose bound (times prune_factor) can still beat the k-th best so far. Blocks
+    are scored from the query terms' postings (cursors galloping forward), as BMP does, not from the documents'
+    whole vectors: the work per block is the query's postings in it."""
+    num_blocks = (num_docs + block_size - 1) // block_size
+    m = q_terms.shape[0]
+    bound = np.zeros(num_blocks, dtype=np.float64)
+    for i in range(m):
         t = q_terms[i]
         w = q_weights[i]
-        q_dense[t] += w
         for p in range(bm_offsets[t], bm_offsets[t + 1]):
             bound[bm_blocks[p]] += w * bm_impacts[p]
-    # max-heap of candidate blocks by bound, built in linear time, popped lazily
-    heap = np.flatnonzero(bound > 0)
-    m = heap.shape[0]
-    for start in range(m // 2 - 1, -1, -1):
-        _sift_down_max(heap, bound, m, start)
+    first = min(FIRST_BLOCKS, num_blocks)
+    best_bound = np.empty(first, np.float64)  # a min-heap of the best bounds, then the blocks in order
+    best_block = np.empty(first, np.int64)
+    nf = 0
+    for b in range(num_blocks):
+        if bound[b] > 0.0 and (nf < first or bound[b] > best_bound[0]):
+            nf = _offer(best_bound, best_block, nf, first, bound[b], b)
+    chosen = np.sort(best_block[:nf])
+    acc = np.zeros(block_size, np.float64)
+    pos = np.empty(m, np.int64)
+    for i in range(m):
+        pos[i] = offsets[q_terms[i]]
     n = 0
-    scored = 0
-    while m > 0:
-        b = heap[0]
+    for j in range(nf):
+        n = _score_block(offsets, doc_idx, impacts, num_docs, block_size, q_terms, q_weights, pos, chosen[j], acc, k,
+                         out_scores, out_docs, n)
+    for i in range(m):
+        pos[i] = offsets[q_terms[i]]
+    scored = nf
+    j = 0
+    for b in range(num_blocks):
+        if j < nf and chosen[j] == b:
+            j += 1
+            continue
         # a relative margin keeps the bound above any score despite a different summation order
-        if n == k and prune_factor * bound[b] * (1.0 + 1e-9) < out_scores[0]:
-            break
-        m -= 1
-        heap[0] = heap[m]
-        _sift_down_max(heap, bound, m, 0)
+        if bound[b] <= 0.0 or (n == k and prune_factor * bound[b] * (1.0 + 1e-9) < out_scores[0]):
+            continue
+        n = _score_block(offsets, doc_idx, impacts, num_docs, block_size, q_terms, q_weights, pos, b, acc, k,
+                         out_scores, out_docs, n)
         scored += 1
-        for d in range(b * block_size, min((b + 1) * block_size, num_docs)):
-            s = 0.0
-            for p in range(fwd_indptr[d], fwd_indptr[d + 1]):
-                s += q_dense[fwd_terms[p]] * fwd_impacts[p]
-            if s <= 0.0:
-                continue
-            n = _offer(out_scores, out_docs, n, k, s, d)
     return n, scored
 
 
 @numba.njit(cache=True, parallel=True)
-def _blockmax_batch(bm_offsets, bm_blocks, bm_impacts, fwd_indptr, fwd_terms, fwd_impacts, num_docs, block_size,
-                    q_indptr, q_terms, q_weights, k, prune_factor, out_scores, out_docs, out_n):  # pragma: no cover
+def _blockmax_batch(bm_offsets, bm_blocks, bm_impacts, offsets, doc_idx, impacts, num_docs, block_size, q_indptr,
+                    q_terms, q_weights, k, prune_factor, out_scores, out_docs, out_n):  # pragma: no cover
     for q in numba.prange(q_indptr.shape[0] - 1):
         lo, hi = q_indptr[q], q_indptr[q + 1]
-        n, _ = _blockmax_query(bm_offsets, bm_blocks, bm_impacts, fwd_indptr, fwd_terms, fwd_impacts, num_docs,
-                               block_size, q_terms[lo:hi], q_weights[lo:hi], k, prune_factor, out_scores[q], out_docs[q])
+        n, _ = _blockmax_query(bm_offsets, bm_blocks, bm_impacts, offsets, doc_idx, impacts, num_docs, block_size,
+                               q_terms[lo:hi], q_weights[lo:hi], k, prune_factor, out_scores[q], out_docs[q])
         out_n[q] = n
 
 
@@ -488,22 +527,21 @@ class Searcher(HitsFromVectors):
             raise LsrError(f"{r.path}: rescore scores candidates from the forward index, which this format-3 index was "
                            "built without (IndexWriter(forward_index=True))")
         if algorithm == "blockmax" and not r.has_forward:
-            raise LsrError(f"{r.path}: the blockmax algorithm scores documents from the forward index, which this "
-                           "format-3 index was built without (IndexWriter(forward_index=True)); use exhaustive or "
-                           "maxscore")
+            raise LsrError(f"{r.path}: the blockmax algorithm reads the block maxima, which this format-3 index was "
+                           "built without (IndexWriter(forward_index=True)); use exhaustive or maxscore")
         self._forward = (np.asarray(r.forward_indptr), np.asarray(r.forward_term_ids),
                          np.asarray(r.forward_impacts)) if r.has_forward else None
-        self._blockmax = (np.asarray(r.bm_offsets), np.asarray(r.bm_blocks), np.asarray(r.bm_impacts), *self._forward,
-                          r.num_docs, r.block_size) if r.has_forward else None
+        self._blockmax = (np.asarray(r.bm_offsets), np.asarray(r.bm_blocks), np.asarray(r.bm_impacts),
+                          *self._all_postings(), r.num_docs, r.block_size) if algorithm == "blockmax" else None
         self._term_max = term_max_impacts(r) if algorithm == "maxscore" else None
         self._impact = impact_order(*self._all_postings(), r.num_docs) if algorithm == "impact" else None
 
     def _all_postings(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(offsets, doc_idx, impacts) of every term, format 3 decoded whole."""
+        """(offsets, doc_idx, impacts) of every term, format 3 decoded whole (4 bytes a posting held)."""
         offsets = np.asarray(self.reader.offsets)
         if not self._format3:
             return self._postings
-        docs = np.empty(int(offsets[-1]), np.int64)
+        docs = np.empty(int(offsets[-1]), np.int32 if self.reader.num_docs < 2 ** 31 else np.int64)
         decode_terms(*self._postings[:5], np.arange(len(offsets) - 1, dtype=np.int64), np.zeros(len(offsets), np.int64),
                      docs)
         return offsets, docs, self._postings[5]

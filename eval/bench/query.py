@@ -355,14 +355,19 @@ class LsrEngine:
                         "budget": budget, "rescore": rescore}
         self.mode = "exact" if max_query_terms is None and prune_factor == 1.0 and budget is None else "approximate"
         self.layout = dict(layout or {"format_version": FORMAT_VERSION})  # IndexWriter's format options
-        if reorder:  # the documents in `cluster_order` (a build option: its own folder); hits map back in `collect`
+        if reorder and self.layout.get("format_version") == 3:  # blockmax reads the block maxima: written with it
             self.layout["forward_index"] = True
-        self.reorder = bool(reorder)
+        self.reorder = bool(reorder)  # the documents in `cluster_order`: its own folder; hits map back in `collect`
+        self.file_order: Path | None = None  # reorder: an index of the same documents and layout to reorder, if built
         self._searcher: Searcher | None = None
         self._original: np.ndarray | None = None  # per doc_idx of a reordered index, the corpus' own doc_idx
 
     def build(self, docs: SparseBatch | ChunkedCorpus, workdir: Path, threads: int = 1) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
+        if self.reorder and self.file_order is not None:  # the run's exact configuration built it: reorder that
+            reorder_index(self.file_order, workdir, log=print)
+            self.open(workdir)
+            return
         target = workdir.with_name(f"{workdir.name}.file-order") if self.reorder else workdir
         shutil.rmtree(target, ignore_errors=True)
         if isinstance(docs, ChunkedCorpus):  # integer impacts already: the writer keeps them (scale 1)
@@ -556,12 +561,15 @@ def bench_query(corpora: list[str] | None = None, engines: list[str] | None = No
         reference: dict[str, list[np.ndarray]] = {}  # per query set: our exhaustive top k
         docs_key = docs.key() if chunked else fingerprint(docs)
         fresh: set[Path] = set()  # built in this run: later configurations reuse them
+        file_order: dict[str, Path] = {}  # our indexes in file order, by layout: what a reordered one is made from
         for name, options in engine_configs(engines):
             if chunked and name != "lsr":
                 log(f"  {name}: not run ({docs.nnz:,} postings: only our engine indexes a corpus chunk by chunk)")
                 continue
             layout = SCALE_FORMAT if chunked or index_format == 3 else {"format_version": index_format}
             engine = LsrEngine(**options, layout=layout) if name == "lsr" else make_engine(name, **options)
+            if name == "lsr":
+                engine.file_order = file_order.get(json.dumps(engine.layout, sort_keys=True)) if engine.reorder else None
             try:
                 with MemorySampler() as memory:
                     path, build_s, reused = open_or_build(engine, docs, docs_key, workdir, corpus.replace(":", "@"),
@@ -570,6 +578,8 @@ def bench_query(corpora: list[str] | None = None, engines: list[str] | None = No
             except (ImportError, LsrError) as e:
                 log(f"  {name}: not run ({e})")
                 continue
+            if name == "lsr" and not engine.reorder:
+                file_order[json.dumps(engine.layout, sort_keys=True)] = path
             bytes_per_posting = engine.size_bytes() / max(docs.nnz, 1)
             log(f"  {name}: index {'reused' if reused else 'built'} at {path} (build {build_s:.1f} s, "
                 f"{bytes_per_posting:.2f} B/posting)")
