@@ -245,9 +245,12 @@ def reorder_index(source: str | Path, target: str | Path, *, branching: int = BR
                   block_size: int | None = None, seed: int = 0, overwrite: bool = False, batch_docs: int = 200_000,
                   log: Callable[[str], None] | None = None) -> Path:
     """Write the index `source` again at `target` with its documents in `cluster_order` (leaf_size: the target's
-    block size), same format, block size (unless `block_size`), quantisation (the impacts are kept exactly) and info, and the
-    collection statistics if it has them; the order's settings go into the info (`reorder`). The source is
-    only read. A folder with other parts (dense vectors, an engine's files) is refused: build those again."""
+    block size), same format, block size (unless `block_size`), quantisation (the impacts are kept exactly) and
+    info, the documents' text, dense vectors and collection statistics carried with them; the order's settings go
+    into the info (`reorder`). The source is only read. A folder with an engine's files (Lucene, Milvus) is
+    refused: reorder the plain index, then export it again."""
+    from .dense import DENSE_META, DENSE_VECTORS, dense_part, has_dense_store, read_dense_meta
+    from .documents import DOCS_FILE, documents_part, read_documents
     from .folder import IndexWriter
     from .storage import META, IndexReader, data_files
     from .termstats import STATS_FILE, STATS_KEY, collection_stats_part, read_collection_stats
@@ -257,11 +260,12 @@ def reorder_index(source: str | Path, target: str | Path, *, branching: int = BR
         raise LsrError(f"reorder: {target} is the source index; write the reordered copy to another folder")
     reader = IndexReader(source, verify_checksums=False, scan=False)
     meta = json.loads((source / META).read_text(encoding="utf-8"))
-    other = sorted(set(meta.get("files", {})) - {*data_files(meta), STATS_FILE}) + list(meta.get("uncovered", []))
+    carried = {*data_files(meta), STATS_FILE, DOCS_FILE, DENSE_VECTORS, DENSE_META}
+    other = sorted(set(meta.get("files", {})) - carried) + list(meta.get("uncovered", []))
     if other:
-        raise LsrError(f"reorder: {source} holds more than a sparse index ({other[0]}"
-                       f"{f' and {len(other) - 1} more' if len(other) > 1 else ''}); reorder the sparse index "
-                       "alone and build the other parts again")
+        raise LsrError(f"reorder: {source} holds an engine's files ({other[0]}"
+                       f"{f' and {len(other) - 1} more' if len(other) > 1 else ''}); reorder the plain lsr index, "
+                       "then export it again")
     block_size = reader.block_size if block_size is None else int(block_size)
     leaf_size = block_size if leaf_size is None else int(leaf_size)
     start = time.perf_counter()
@@ -277,15 +281,23 @@ def reorder_index(source: str | Path, target: str | Path, *, branching: int = BR
     setting = {"method": "cluster", "branching": branching, "leaf_size": leaf_size, "seed": seed,
                "iterations": ITERATIONS, "sample_per_cluster": SAMPLE_PER_CLUSTER, "order_s": round(order_s, 1)}
     info = {key: value for key, value in reader.meta.get("info", {}).items() if key != STATS_KEY}
+    ids = reader.doc_ids
+    parts = []
     stats = read_collection_stats(source)
+    if stats is not None:
+        parts.append(collection_stats_part(stats))
+    if (source / DOCS_FILE).is_file():
+        texts = read_documents(source, ids)
+        parts.append(documents_part([texts[ids[i]] for i in order.tolist()]))
+    if has_dense_store(source):
+        vectors = np.load(source / DENSE_VECTORS, mmap_mode="r", allow_pickle=False)
+        parts.append(dense_part(vectors[order], read_dense_meta(source).get("info")))
     q = reader.quantization
     layout = {"format_version": reader.format_version, "block_size": block_size}
     if reader.format_version != 2:
         layout["forward_index"] = reader.has_forward
-    ids = reader.doc_ids
     with IndexWriter(target, vocab_size=reader.vocab_size, bits=q.bits, quantization=q, overwrite=overwrite,
-                     info={**info, "reorder": setting}, log=log,
-                     parts=[collection_stats_part(stats)] if stats is not None else [], **layout) as writer:
+                     info={**info, "reorder": setting}, log=log, parts=parts, **layout) as writer:
         for lo in range(0, len(order), batch_docs):
             rows = order[lo:lo + batch_docs]
             indptr, terms, impacts = _gather(*forward, rows)

@@ -112,11 +112,43 @@ def test_reorder_refuses_its_own_source_and_folders_with_other_parts(tmp_path):
         reorder_index(source, tmp_path / "dst")
     assert (tmp_path / "dst" / "mine.txt").read_text() == "keep me"
 
-    def dense_part(folder, impacts=None, doc_ids=None):
-        np.save(folder / "dense.npy", np.zeros(3))
+    def engine_part(folder, impacts=None, doc_ids=None):  # files of another engine, which reorder cannot carry
+        (folder / "engine.bin").write_bytes(b"postings in another engine's order")
         return {}
-    with IndexWriter(tmp_path / "with-dense", vocab_size=docs.vocab_size, parts=[dense_part]) as writer:
+    with IndexWriter(tmp_path / "with-engine", vocab_size=docs.vocab_size, parts=[engine_part]) as writer:
         writer.add(docs, [f"d{i}" for i in range(len(docs))])
-    with pytest.raises(LsrError, match="dense.npy"):
-        reorder_index(tmp_path / "with-dense", tmp_path / "out")
+    with pytest.raises(LsrError, match="engine.bin"):
+        reorder_index(tmp_path / "with-engine", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_lsr_index_reorder_keeps_what_search_returns(cli, api_index_dir, tmp_path):
+    """A real index (splade-tiny, MiniLM, the documents' text) reordered by the CLI: sparse and hybrid search give
+    the same hits with the same titles; the source is left as it was; a second run refuses to replace a folder
+    without --overwrite."""
+    from lsr.encoders.provider import open_service
+    from lsr.index.documents import DOCS_FILE
+
+    out = tmp_path / "reordered"
+    before = (api_index_dir / "meta.json").read_bytes()
+    code, stdout, err = cli("index", "reorder", api_index_dir, out, "--block-size", "8")
+    assert code == 0, err
+    assert "reordered" in stdout and (api_index_dir / "meta.json").read_bytes() == before
+    code, stdout, _ = cli("index", "verify", out)
+    assert code == 0 and "ok" in stdout
+    source, reordered = open_service(api_index_dir), open_service(out)
+    assert IndexReader(out).doc_ids != IndexReader(api_index_dir).doc_ids
+    assert (out / DOCS_FILE).read_text() != (api_index_dir / DOCS_FILE).read_text()
+    for query in ("cancer cell growth", "vitamin D deficiency in children", "protein folding"):
+        for mode in ("sparse", "hybrid"):
+            a = cli("search", api_index_dir, query, "--mode", mode, "--json")
+            b = cli("search", out, query, "--mode", mode, "--json")
+            assert a[0] == b[0] == 0
+            hits_a, hits_b = json.loads(a[1]), json.loads(b[1])
+            assert len(hits_a) == 10
+            np.testing.assert_allclose([h["score"] for h in hits_a], [h["score"] for h in hits_b], rtol=1e-5)
+            assert {h["doc_id"] for h in hits_a[:9]} <= {h["doc_id"] for h in hits_b}
+        top = reordered.search(query=query, k=1)[0]
+        assert reordered.documents.get(top.doc_id).title == source.documents.get(top.doc_id).title
+    code, _, err = cli("index", "reorder", api_index_dir, out)
+    assert code != 0 and "overwrite" in err.lower()
