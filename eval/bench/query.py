@@ -60,7 +60,8 @@ IMPACT_CONFIGS = tuple({"algorithm": "impact", "budget": b, "rescore": c}
                        for b, c in ((250_000, 500), (500_000, 500), (500_000, 2000), (1_000_000, 2000),
                                     (2_000_000, 4000)))
 # block-max over an index reordered by `index.reorder.cluster_order`: exact at 1, approximate below (BMP's alpha)
-BLOCKMAX_CONFIGS = tuple({"algorithm": "blockmax", "reorder": True, "prune_factor": f} for f in (1.0, 0.9, 0.8, 0.7, 0.6))
+BLOCKMAX_CONFIGS = tuple({"algorithm": "blockmax", "reorder": True, "prune_factor": f}
+                         for f in (1.0, 0.95, 0.9, 0.85, 0.8, 0.7))
 CACHE, WORKDIR = "runs/bench-cache", "runs/bench-indexes"
 # a topical corpus past this many postings is never held whole (10M documents of lsr-ifree-tiny: 1.3B postings,
 # 10 GB of vectors): only our engine runs on it, indexed a chunk at a time by a writer that spills runs, into
