@@ -350,13 +350,7 @@ def _score_block(offsets, doc_idx, impacts, num_docs, block_size, q_terms, q_wei
             acc[doc_idx[p] - lo] += w * impacts[p]
             p += 1
         pos[i] = p
-    for j in range(hi - lo):
-        s = acc[j]
-        if s != 0.0:
-            acc[j] = 0.0
-            if s > 0.0 and (n < k or s >= out_scores[0]):
-                n = _offer(out_scores, out_docs, n, k, s, lo + j)
-    return n
+    return _drain(acc, hi - lo, lo, k, out_scores, out_docs, n)
 
 
 @numba.njit(cache=True, nogil=True)
