@@ -16,7 +16,6 @@ documents, so every search returns the same hits, in the same order, up to equal
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -251,13 +250,15 @@ def reorder_index(source: str | Path, target: str | Path, *, branching: int = BR
     refused: reorder the plain index, then export it again."""
     from .dense import DENSE_META, DENSE_VECTORS, dense_part, has_dense_store, read_dense_meta
     from .documents import DOCS_FILE, documents_part, read_documents
+    from .files import check_writable_target
     from .folder import IndexWriter
-    from .storage import META, IndexReader, data_files
+    from .storage import META, IndexReader, data_files, is_lsr_index
     from .termstats import STATS_FILE, STATS_KEY, collection_stats_part, read_collection_stats
 
     source, target = Path(source), Path(target)
     if source.resolve() == target.resolve():
         raise LsrError(f"reorder: {target} is the source index; write the reordered copy to another folder")
+    check_writable_target(target, is_lsr_index if overwrite else None)  # before minutes of clustering
     reader = IndexReader(source, verify_checksums=False, scan=False)
     meta = json.loads((source / META).read_text(encoding="utf-8"))
     carried = {*data_files(meta), STATS_FILE, DOCS_FILE, DENSE_VECTORS, DENSE_META}

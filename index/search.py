@@ -43,7 +43,7 @@ import numpy as np
 
 from .codec import BLOCK, CHUNK_DOCS, CHUNK_SHIFT, decode_terms
 from .errors import LsrError
-from .heap import _offer, _sift_down_max
+from .heap import _offer
 from .hits import Hit, Run, ranking_order
 from .impact_order import impact_batch, impact_order, impact_query, rescored_batch, rescored_query
 from .sparse import SparseBatch
