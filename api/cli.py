@@ -212,15 +212,18 @@ def index_reorder(index: Annotated[Path, typer.Argument(help="index folder to re
                   block_size: Annotated[Optional[int], typer.Option(
                       "--block-size", min=1, help="documents per block of the block maxima [default: INDEX's]")] = None,
                   seed: Annotated[int, typer.Option("--seed", help="the clustering's seed")] = 0,
+                  algorithm: Annotated[str, typer.Option(
+                      "--algorithm", help="the exact algorithm OUT is searched with (search, serve, eval)")]
+                  = "blockmax",
                   overwrite: Overwrite = False) -> None:
     """Write INDEX again at OUT with similar documents next to each other (a recursive spherical k-means order),
-    so `blockmax` search skips more: same hits, documents' text and dense vectors carried with them."""
+    searched with exact blockmax, which skips more there: same hits, documents' text and dense vectors carried."""
     import time
 
     from lsr.index.reorder import reorder_index
 
     start = time.perf_counter()
-    reorder_index(index, out, block_size=block_size, seed=seed, overwrite=overwrite, log=_note)
+    reorder_index(index, out, block_size=block_size, seed=seed, algorithm=algorithm, overwrite=overwrite, log=_note)
     typer.echo(f"reordered {index} into {out} in {time.perf_counter() - start:.1f} s")
 
 

@@ -90,6 +90,8 @@ class StatsOut(BaseModel):
     engine: str = Field(description="where the shards are searched: local (threads here) or ray (Ray actors)")
     drop_ratio: float = Field(description="Milvus backend: share of the smallest query weights its approximate "
                               "sparse search ignores (0: exact)")
+    search_algorithm: str = Field("exhaustive", description="the exact sparse algorithm of our backend: exhaustive, "
+                                  "or blockmax for an index written by `lsr index reorder`")
     collection_idf_weight: float | None = Field(None, description="inference-free model: weight of the indexed "
                                                 "collection's own IDF blended with the model's table (null: "
                                                 "the table alone, or a model that encodes its queries)")

@@ -26,7 +26,7 @@ from .dense import DenseStore
 from .errors import IndexFormatError, LsrError
 from .hits import Hit, Run, ranking_order
 from .protocols import SparseSearcher
-from .search import Searcher
+from .search import ALGORITHMS, SEARCH_ALGORITHM, Searcher
 from .sparse import SparseBatch
 from .storage import IndexReader
 
@@ -211,7 +211,17 @@ def open_searcher(reader: IndexReader, folder: str | Path, *, drop_ratio: float 
                        f"{backend} backend")
     if backend == "lucene":
         return LuceneImpactBackend(reader, folder)
-    return Searcher(reader)
+    return Searcher(reader, algorithm=search_algorithm(reader))
+
+
+def search_algorithm(reader: IndexReader) -> str:
+    """The exact algorithm an lsr folder asks to be searched with (`lsr index reorder` records blockmax), else
+    exhaustive."""
+    algorithm = reader.info.get(SEARCH_ALGORITHM, "exhaustive")
+    if algorithm not in ALGORITHMS:
+        raise IndexFormatError(f"{reader.path}: meta.json: unknown {SEARCH_ALGORITHM} {algorithm!r} "
+                               "(corrupted index)")
+    return algorithm
 
 
 def open_dense_store(reader: IndexReader, folder: str | Path, *, backend: str = "auto",

@@ -24,6 +24,7 @@ import numba
 import numpy as np
 
 from .errors import LsrError
+from .search import ALGORITHMS, SEARCH_ALGORITHM
 from .sparse import SparseBatch
 
 BRANCHING = 16  # clusters per split
@@ -241,12 +242,13 @@ def _cluster_order(indptr: np.ndarray, terms: np.ndarray, weights: np.ndarray, v
 
 
 def reorder_index(source: str | Path, target: str | Path, *, branching: int = BRANCHING, leaf_size: int | None = None,
-                  block_size: int | None = None, seed: int = 0, overwrite: bool = False, batch_docs: int = 200_000,
-                  log: Callable[[str], None] | None = None) -> Path:
+                  block_size: int | None = None, seed: int = 0, algorithm: str = "blockmax", overwrite: bool = False,
+                  batch_docs: int = 200_000, log: Callable[[str], None] | None = None) -> Path:
     """Write the index `source` again at `target` with its documents in `cluster_order` (leaf_size: the target's
     block size), same format, block size (unless `block_size`), quantisation (the impacts are kept exactly) and
     info, the documents' text, dense vectors and collection statistics carried with them; the order's settings go
-    into the info (`reorder`). The source is only read. A folder with an engine's files (Lucene, Milvus) is
+    into the info (`reorder`), and `algorithm` as the exact algorithm the folder is served with (search,
+    serve and eval read it: blockmax by default, what the reorder is for). The source is only read. A folder with an engine's files (Lucene, Milvus) is
     refused: reorder the plain index, then export it again."""
     from .dense import DENSE_META, DENSE_VECTORS, dense_part, has_dense_store, read_dense_meta
     from .documents import DOCS_FILE, documents_part, read_documents
@@ -256,6 +258,8 @@ def reorder_index(source: str | Path, target: str | Path, *, branching: int = BR
     from .termstats import STATS_FILE, STATS_KEY, collection_stats_part, read_collection_stats
 
     source, target = Path(source), Path(target)
+    if algorithm not in ALGORITHMS:
+        raise LsrError(f"reorder: unknown search algorithm {algorithm!r}; choose from {', '.join(ALGORITHMS)}")
     if source.resolve() == target.resolve():
         raise LsrError(f"reorder: {target} is the source index; write the reordered copy to another folder")
     check_writable_target(target, is_lsr_index if overwrite else None)  # before minutes of clustering
@@ -295,10 +299,11 @@ def reorder_index(source: str | Path, target: str | Path, *, branching: int = BR
         parts.append(dense_part(vectors[order], read_dense_meta(source).get("info")))
     q = reader.quantization
     layout = {"format_version": reader.format_version, "block_size": block_size}
-    if reader.format_version != 2:
-        layout["forward_index"] = reader.has_forward
+    if reader.format_version != 2:  # blockmax reads the block maxima, which format 3 writes with the forward index
+        layout["forward_index"] = reader.has_forward or algorithm == "blockmax"
     with IndexWriter(target, vocab_size=reader.vocab_size, bits=q.bits, quantization=q, overwrite=overwrite,
-                     info={**info, "reorder": setting}, log=log, parts=parts, **layout) as writer:
+                     info={**info, "reorder": setting, SEARCH_ALGORITHM: algorithm}, log=log, parts=parts,
+                     **layout) as writer:
         for lo in range(0, len(order), batch_docs):
             rows = order[lo:lo + batch_docs]
             indptr, terms, impacts = _gather(*forward, rows)

@@ -434,6 +434,7 @@ def _check_query(terms: np.ndarray, weights: np.ndarray, vocab_size: int, k: int
 
 
 ALGORITHMS = ("blockmax", "exhaustive", "impact", "maxscore")
+SEARCH_ALGORITHM = "search_algorithm"  # in an index's info: the exact algorithm it is served with (default exhaustive)
 PRUNING = ("blockmax", "maxscore")  # the algorithms `prune_factor` < 1 makes approximate
 POSITIVE_ONLY = (*PRUNING, "impact")  # bounds or orders that hold for non-negative query weights only
 

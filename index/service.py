@@ -33,6 +33,7 @@ import numpy as np
 from .documents import DocumentNotFound, StoredDocument
 from .errors import LsrError
 from .fusion import interpolate_hits, rrf_hits
+from .search import SEARCH_ALGORITHM
 from .hits import Hit, ranked_hits
 from .prf import rocchio_sparse, vector_prf
 from .protocols import DenseQueryEncoder, EncoderProvider, QueryEncoder
@@ -116,6 +117,7 @@ class SearchService:
             "shards": self.index.num_shards,
             "engine": self.index.engine,
             "drop_ratio": self.drop_ratio,
+            "search_algorithm": self.index.info.get(SEARCH_ALGORITHM, "exhaustive"),
             # an inference-free query side: the weight of the collection's own IDF (None: no statistics used)
             "collection_idf_weight": (getattr(self.sparse_encoder, "collection_idf_weight", None)
                                       if self.collection_stats is not None else None),

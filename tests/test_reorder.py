@@ -137,6 +137,8 @@ def test_lsr_index_reorder_keeps_what_search_returns(cli, api_index_dir, tmp_pat
     code, stdout, _ = cli("index", "verify", out)
     assert code == 0 and "ok" in stdout
     source, reordered = open_service(api_index_dir), open_service(out)
+    # the reordered folder is served with exact blockmax, the source with exhaustive search
+    assert (source.stats()["search_algorithm"], reordered.stats()["search_algorithm"]) == ("exhaustive", "blockmax")
     assert IndexReader(out).doc_ids != IndexReader(api_index_dir).doc_ids
     assert (out / DOCS_FILE).read_text() != (api_index_dir / DOCS_FILE).read_text()
     for query in ("cancer cell growth", "vitamin D deficiency in children", "protein folding"):
@@ -152,3 +154,26 @@ def test_lsr_index_reorder_keeps_what_search_returns(cli, api_index_dir, tmp_pat
         assert reordered.documents.get(top.doc_id).title == source.documents.get(top.doc_id).title
     code, _, err = cli("index", "reorder", api_index_dir, out)
     assert code != 0 and "overwrite" in err.lower()
+
+
+def test_reorder_records_the_algorithm_a_folder_is_served_with(tmp_path):
+    """A format-3 source built without block maxima gains them (blockmax reads them); `algorithm` is checked and
+    recorded; an unknown recorded algorithm is a one-line error when the folder is opened for search."""
+    from lsr.index.errors import IndexFormatError
+    from lsr.index.lucene import open_searcher
+
+    docs, _ = _planted(n=400)
+    with IndexWriter(tmp_path / "src", vocab_size=docs.vocab_size, format_version=3) as writer:
+        writer.add(docs, [f"d{i}" for i in range(len(docs))])
+    assert not IndexReader(tmp_path / "src").has_forward
+    target = reorder_index(tmp_path / "src", tmp_path / "dst")
+    reader = IndexReader(target)
+    assert reader.has_forward and open_searcher(reader, target).algorithm == "blockmax"
+    plain = reorder_index(tmp_path / "src", tmp_path / "plain", algorithm="exhaustive")
+    assert open_searcher(IndexReader(plain), plain).algorithm == "exhaustive"
+    with pytest.raises(LsrError, match="unknown search algorithm"):
+        reorder_index(tmp_path / "src", tmp_path / "bad", algorithm="fastest")
+    assert not (tmp_path / "bad").exists()
+    reader.meta["info"]["search_algorithm"] = "fastest"  # as a damaged meta.json would say
+    with pytest.raises(IndexFormatError, match="unknown search_algorithm"):
+        open_searcher(reader, target)
