@@ -10,6 +10,10 @@ reads each document once against `branching` centroids (`nnz x branching` multip
 costs O(postings x branching x log_branching(n / leaf_size)), the groups of one level spread over numba's
 threads. It is deterministic for a given seed and thread count-independent.
 
+`eval.bench.synthetic.spherical_kmeans` (scipy, k-means++ seeding, one flat level) fits the topical generator's
+topics; it stays apart on purpose: the cached topical corpora were drawn from its topics, and index/ takes no
+dependency on eval/.
+
 `reorder_index` writes a copy of an index with its documents in that order (doc ids travel with their
 documents, so every search returns the same hits, in the same order, up to equal scores).
 """

@@ -370,7 +370,8 @@ class LsrEngine:
             self.open(workdir)
             return
         target = workdir.with_name(f"{workdir.name}.file-order") if self.reorder else workdir
-        shutil.rmtree(target, ignore_errors=True)
+        if self.reorder:  # a copy a killed run left
+            shutil.rmtree(target, ignore_errors=True)
         if isinstance(docs, ChunkedCorpus):  # integer impacts already: the writer keeps them (scale 1)
             with IndexWriter(target, vocab_size=docs.vocab_size, bits=8, quantization=Quantization(8, 1.0),
                              log=print, **self.layout) as writer:
