@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from lsr.index import LsrError
 from lsr.training import (contrastive, ensemble, flops, idf_aware_flops, idf_penalty_weights, kl_distillation,
-                          margin_mse, min_max, quadratic_warmup)
+                          l0_mask, margin_mse, min_max, quadratic_warmup)
 from lsr.training.teachers import Bm25Scorer
 
 
@@ -38,6 +38,16 @@ def test_flops_gradient_closed_form():
     flops(w).backward()
     # d/dw_iv sum_v (mean_i w_iv)^2 = 2 * mean_v / N, mean = (2, 3), N = 2
     torch.testing.assert_close(w.grad, torch.tensor([[2.0, 3.0], [2.0, 3.0]]))
+
+
+def test_l0_mask_penalises_only_documents_above_the_threshold():
+    w = torch.tensor([[1.0, 0.0, 2.0], [3.0, 0.0, 0.0]], requires_grad=True)
+    assert l0_mask(w, 0) is w
+    # threshold 1: only the first document (2 nonzeros) pays; the mean still divides by both documents
+    assert flops(l0_mask(w, 1)).item() == pytest.approx(0.5 ** 2 + 0 + 1.0 ** 2)
+    flops(l0_mask(w, 1)).backward()
+    torch.testing.assert_close(w.grad, torch.tensor([[0.5, 0.0, 1.0], [0.0, 0.0, 0.0]]))
+    assert flops(l0_mask(w, 2)).item() == 0.0
 
 
 def test_quadratic_warmup():

@@ -57,6 +57,8 @@ class LossConfig(_Strict):
     doc_flops_weight: float = Field(1e-3, ge=0)  # lambda_d, reached after flops_warmup_steps (quadratic ramp)
     query_flops_weight: float = Field(1e-3, ge=0)  # lambda_q, siamese models only
     flops_warmup_steps: int = Field(100, ge=0)
+    # l0 mask: only documents with more nonzeros than this pay the document FLOPS (0: every document)
+    flops_threshold: int = Field(0, ge=0)
 
 
 class LoraConfig(_Strict):

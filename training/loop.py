@@ -29,8 +29,8 @@ from lsr.index.files import StagedFolder, atomic_write
 
 from .config import TrainConfig
 from .data import MiningSettings, TrainingSet, build_training_set
-from .losses import (contrastive, flops, group_scores, idf_penalty_weights, kl_distillation, margin_mse,
-                     quadratic_warmup)
+from .losses import (contrastive, flops, group_scores, idf_penalty_weights, kl_distillation, l0_mask,
+                     margin_mse, quadratic_warmup)
 from .teachers import ensemble
 
 
@@ -162,7 +162,11 @@ def objective(config: TrainConfig, step: int, q_vecs: torch.Tensor, d_vecs: torc
         terms["doc_idf_flops"] = flops(d_vecs, idf_weights)
     if loss_cfg.flops == "idf" and idf_weights is None:
         raise LsrError("the IDF-aware FLOPS needs an IDF table")
-    regulariser = terms["doc_idf_flops"] if loss_cfg.flops == "idf" else terms["doc_flops"]
+    if loss_cfg.flops_threshold:
+        masked = l0_mask(d_vecs, loss_cfg.flops_threshold)
+        regulariser = flops(masked, idf_weights if loss_cfg.flops == "idf" else None)
+    else:
+        regulariser = terms["doc_idf_flops"] if loss_cfg.flops == "idf" else terms["doc_flops"]
     lam_d = quadratic_warmup(step, loss_cfg.doc_flops_weight, loss_cfg.flops_warmup_steps)
     loss = (loss_cfg.kl * terms["kl"] + loss_cfg.contrastive * terms["contrastive"]
             + loss_cfg.margin_mse * terms["margin_mse"] + lam_d * regulariser)
