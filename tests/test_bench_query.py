@@ -9,7 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from lsr.eval.bench.query import QUERY_SETS, TRAIN_QUERY_SETS, CorpusName, LsrEngine, corpus_description, \
-    corpus_queries, corpus_vectors, engine_configs, fingerprint, iter_corpus_chunks, open_or_build, quantised, query_vectors
+    corpus_queries, corpus_vectors, engine_configs, fingerprint, iter_corpus_chunks, open_or_build, quantised
 from lsr.eval.engines import ScipyEngine
 from lsr.index import SparseBatch
 
