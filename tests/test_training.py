@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -148,6 +148,43 @@ def tiny_dataset(data_dir):
     corpus = {d: doc for d, doc in ds.corpus.items() if d in keep}
     return TinyDataset("scifact-tiny", "train", corpus, {q: ds.queries[q] for q in qids},
                        {q: ds.qrels[q] for q in qids})
+
+
+def test_hybrid_mining_fuses_the_sparse_and_dense_teachers_top_lists(tmp_path, tiny_dataset):
+    """`mine_with="hybrid"`: each query's candidates are the top of alpha 0.5 min-max interpolation of the sparse
+    and dense teachers' top 2 x mine_depth lists (checked against numpy here), kept beside the sparse pools."""
+    from lsr.training.data import MiningSettings, _dense_vectors, _sparse_vectors, build_training_set
+
+    cache, depth = tmp_path / "cache", 10
+    settings = MiningSettings(mine_depth=depth, max_length=48, teachers=("dense", "sparse"))
+    sparse = build_training_set([tiny_dataset], cache, settings, log=lambda m: None)
+    hybrid = build_training_set([tiny_dataset], cache, replace(settings, mine_with="hybrid"), log=lambda m: None)
+    folder = cache / "scifact-tiny-train"
+    assert {"pools.npz", "pools-hybrid.npz", "key.json", "key-hybrid.json"} <= {p.name for p in folder.iterdir()}
+    again = build_training_set([tiny_dataset], cache, settings, log=lambda m: (_ for _ in ()).throw(AssertionError(m)))
+    np.testing.assert_array_equal(again.pool_docs, sparse.pool_docs)  # the sparse pools are read back, not re-mined
+
+    queries = dict(tiny_dataset.queries)
+    docs, qvecs = _sparse_vectors(tiny_dataset, queries, folder, settings)
+    dense_docs, dense_queries = _dense_vectors(tiny_dataset, queries, folder, settings)
+    sparse_all = (qvecs @ docs.T).toarray()
+    new_candidates = 0
+    for q in range(len(queries)):
+        fused = np.zeros(docs.shape[0])
+        for alpha, scores in ((0.5, sparse_all[q]), (0.5, dense_docs @ dense_queries[q])):
+            top = np.argsort(-scores, kind="stable")[:2 * depth]
+            lo, hi = scores[top].min(), scores[top].max()
+            norm = np.zeros(docs.shape[0])  # a document outside a list gets its minimum, 0 after min-max
+            norm[top] = (scores[top] - lo) / (hi - lo)
+            fused += alpha * norm
+        expected = set(np.argsort(-fused, kind="stable")[:depth].tolist())
+        mined = hybrid.pool_docs[hybrid.pool_indptr[q]:hybrid.pool_indptr[q] + depth]
+        assert set(mined.tolist()) == expected, q
+        new_candidates += len(expected - set(sparse.pool_docs[sparse.pool_indptr[q]:sparse.pool_indptr[q] + depth]))
+        positives = {i for i, d in enumerate(tiny_dataset.corpus) if tiny_dataset.qrels[list(queries)[q]].get(d, 0) > 0}
+        pool = set(hybrid.pool_docs[hybrid.pool_indptr[q]:hybrid.pool_indptr[q + 1]].tolist())
+        assert positives <= pool  # unmined positives still join the pool
+    assert new_candidates > 0  # the dense teacher brings candidates the sparse one did not mine
 
 
 def _config(tmp_path: Path, **overrides):

@@ -30,6 +30,8 @@ class DataConfig(_Strict):
     datasets: list[DatasetRef] = Field(min_length=1)
     cache_dir: Path = Path("runs/train-cache")
     mine_depth: int = Field(50, ge=2)  # candidates per query from the project's index over sparse-teacher vectors
+    # sparse: the sparse teacher's top mine_depth; hybrid: its top and the dense teacher's top, fused (alpha 0.5)
+    mine_with: Literal["sparse", "hybrid"] = "sparse"
     negatives_depth: int = Field(50, ge=1)  # hard negatives are drawn from the top of the mined candidates
     group_size: int = Field(8, ge=2)  # documents per query in a step: one positive and group_size - 1 negatives
     teachers: list[str] = Field(default=["dense", "sparse"], min_length=1)  # of lsr.training.teachers.TEACHERS

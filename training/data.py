@@ -4,9 +4,13 @@ For each dataset (an object with `name`, `split`, `corpus` {doc_id: document wit
 `qrels`, such as lsr.eval.beir.BeirDataset):
   1. the sparse teacher (SPLADE-tiny) encodes the corpus and the split's queries;
   2. the project's own index (lsr.index) over those document vectors retrieves each query's top `mine_depth`:
-     its candidates, from which hard negatives are drawn (judged positives excluded);
+     its candidates, from which hard negatives are drawn (judged positives excluded). With `mine_with="hybrid"`
+     the candidates are instead the top `mine_depth` of the hybrid the service ranks by default: the sparse
+     teacher's and the dense teacher's top 2 x `mine_depth`, fused by min-max interpolation at alpha 0.5
+     (lsr.index.fusion);
   3. every teacher scores each query's pool (candidates plus any positive the index missed);
-all cached under `cache_dir/<dataset>-<split>/`, keyed by the settings, so ablation runs reuse them.
+all cached under `cache_dir/<dataset>-<split>/`, keyed by the settings, so ablation runs reuse them (hybrid
+pools in their own files beside the sparse ones, sharing the encoded vectors).
 """
 from __future__ import annotations
 
@@ -48,6 +52,7 @@ class MiningSettings:
     sparse_teacher: str = "splade-tiny"
     dense_teacher: str = "minilm"
     mine_depth: int = 50
+    mine_with: str = "sparse"  # or "hybrid" (the module docstring)
     max_length: int = DEFAULT_MAX_LENGTH
     teachers: tuple[str, ...] = ("dense", "sparse")
     device: str | None = None  # where the teachers encode (lsr.encoders.device; None: the sparse teacher on
@@ -88,8 +93,9 @@ def _dataset_pools(ds, cache: Path, settings: MiningSettings, log) -> dict[str, 
     key = {"sparse_teacher": settings.sparse_teacher, "dense_teacher": settings.dense_teacher,
            "mine_depth": settings.mine_depth, "max_length": settings.max_length, "num_docs": len(ds.corpus),
            "num_queries": len(queries), "version": 1}
-    pools_file = cache / "pools.npz"
-    cached = _read_key(cache) == key and pools_file.is_file()
+    suffix = "" if settings.mine_with == "sparse" else f"-{settings.mine_with}"
+    pools_file, key_file = cache / f"pools{suffix}.npz", cache / f"key{suffix}.json"
+    cached = _read_key(key_file) == key and pools_file.is_file()
     if cached:
         with np.load(pools_file) as z:
             part = {k: z[k] for k in z.files}
@@ -105,15 +111,15 @@ def _dataset_pools(ds, cache: Path, settings: MiningSettings, log) -> dict[str, 
             log(f"{ds.name} ({ds.split}): {teacher} teacher scores")
             part[f"score_{teacher}"] = _teacher_scores(teacher, ds, queries, part, cache, settings)
         np.savez(pools_file, **part)
-        (cache / "key.json").write_text(json.dumps(key, indent=1))
+        key_file.write_text(json.dumps(key, indent=1))
     part["queries"] = list(queries.values())
     part["name"] = ds.name
     return part
 
 
-def _read_key(cache: Path) -> dict | None:
+def _read_key(key_file: Path) -> dict | None:
     try:
-        return json.loads((cache / "key.json").read_text())
+        return json.loads(key_file.read_text())
     except (OSError, ValueError):
         return None
 
@@ -131,8 +137,28 @@ def _sparse_vectors(ds, queries: dict[str, str], cache: Path, settings: MiningSe
     return sp.load_npz(docs_file).tocsr(), sp.load_npz(queries_file).tocsr()
 
 
+def _dense_vectors(ds, queries: dict[str, str], cache: Path, settings: MiningSettings):
+    """Dense-teacher (MiniLM) document and query vectors, cached."""
+    docs_file, queries_file = cache / "dense-docs.npy", cache / "dense-queries.npy"
+    if not (docs_file.is_file() and queries_file.is_file()):
+        from lsr.encoders import DenseEncoder, resolve_model
+
+        encoder = DenseEncoder(resolve_model(settings.dense_teacher).source, max_length=settings.max_length,
+                               device=settings.device)
+        np.save(docs_file, encoder.encode_documents([d.contents for d in ds.corpus.values()]))
+        np.save(queries_file, encoder.encode_queries(list(queries.values())))
+    return np.load(docs_file), np.load(queries_file)
+
+
 def _mine(ds, queries: dict[str, str], cache: Path, settings: MiningSettings) -> dict[str, np.ndarray]:
+    from lsr.index.fusion import interpolate_hits
+    from lsr.index.hits import Hit
+
     docs, qvecs = _sparse_vectors(ds, queries, cache, settings)
+    hybrid = settings.mine_with == "hybrid"
+    if hybrid:
+        dense_docs, dense_queries = _dense_vectors(ds, queries, cache, settings)
+    depth = 2 * settings.mine_depth if hybrid else settings.mine_depth
     index_dir = cache / "index"
     with IndexWriter(index_dir, vocab_size=docs.shape[1], bits=16, overwrite=True,
                      info={"model": settings.sparse_teacher, "purpose": "hard-negative mining"}) as writer:
@@ -142,7 +168,13 @@ def _mine(ds, queries: dict[str, str], cache: Path, settings: MiningSettings) ->
     indptr, pool, positive = [0], [], []
     for qi, q in enumerate(queries):
         terms, weights = qvecs.indices[qvecs.indptr[qi]:qvecs.indptr[qi + 1]], qvecs.data[qvecs.indptr[qi]:qvecs.indptr[qi + 1]]
-        mined, _ = searcher.search_vector(terms.astype(np.int32), weights.astype(np.float32), k=settings.mine_depth)
+        mined, scores = searcher.search_vector(terms.astype(np.int32), weights.astype(np.float32), k=depth)
+        if hybrid:
+            dense = dense_docs @ dense_queries[qi]
+            top = np.argsort(-dense, kind="stable")[:depth]
+            fused = interpolate_hits([Hit(str(d), float(s)) for d, s in zip(mined, scores)],
+                                     [Hit(str(d), float(dense[d])) for d in top], 0.5, settings.mine_depth)
+            mined = np.asarray([int(h.doc_id) for h in fused], dtype=np.int64)
         relevant = {doc_row[d] for d, r in ds.qrels[q].items() if r > 0 and d in doc_row}
         rows = list(mined.astype(np.int64)) + sorted(relevant - set(mined.tolist()))
         pool.extend(rows)
@@ -162,15 +194,8 @@ def _teacher_scores(teacher: str, ds, queries: dict[str, str], part: dict, cache
         docs, qvecs = _sparse_vectors(ds, queries, cache, settings)
         return pair_scores(qvecs, docs, query_rows, doc_rows)
     if teacher == "dense":
-        docs_file, queries_file = cache / "dense-docs.npy", cache / "dense-queries.npy"
-        if not (docs_file.is_file() and queries_file.is_file()):
-            from lsr.encoders import DenseEncoder, resolve_model
-
-            encoder = DenseEncoder(resolve_model(settings.dense_teacher).source, max_length=settings.max_length,
-                                   device=settings.device)
-            np.save(docs_file, encoder.encode_documents([d.contents for d in ds.corpus.values()]))
-            np.save(queries_file, encoder.encode_queries(list(queries.values())))
-        return pair_scores(np.load(queries_file), np.load(docs_file), query_rows, doc_rows)
+        docs, qvecs = _dense_vectors(ds, queries, cache, settings)
+        return pair_scores(qvecs, docs, query_rows, doc_rows)
     # bm25 over the sparse teacher's WordPiece tokens
     from transformers import AutoTokenizer
 
