@@ -6,4 +6,5 @@ from .losses import (contrastive, flops, group_scores, idf_aware_flops, idf_pena
 from .teachers import TEACHERS, ensemble, min_max
 
 __all__ = ["TEACHERS", "TrainConfig", "contrastive", "ensemble", "flops", "group_scores", "idf_aware_flops",
-           "idf_penalty_weights", "kl_distillation", "l0_mask", "load_config", "margin_mse", "min_max", "quadratic_warmup"]
+           "idf_penalty_weights", "kl_distillation", "l0_mask", "load_config", "margin_mse", "min_max",
+           "quadratic_warmup"]

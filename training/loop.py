@@ -199,7 +199,8 @@ def train(config: TrainConfig, datasets: Sequence[Any], *, restart: bool = False
     _seed_everything(config.seed)
     data = build_training_set(datasets, config.data.cache_dir, MiningSettings(
         sparse_teacher=config.data.sparse_teacher, dense_teacher=config.data.dense_teacher,
-        mine_depth=config.data.mine_depth, mine_with=config.data.mine_with, max_length=config.max_length, teachers=tuple(config.data.teachers),
+        mine_depth=config.data.mine_depth, mine_with=config.data.mine_with, max_length=config.max_length,
+        teachers=tuple(config.data.teachers),
         device=str(device)), log)
     checkpoint = _latest_checkpoint(out)
     if checkpoint:
