@@ -30,7 +30,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.requests import ClientDisconnect
 
 from lsr.encoders.provider import open_service
-from lsr.index import DocumentNotFound, EngineUnavailable, LsrError, SearchService
+from lsr.index import DocumentNotFound, EngineUnavailable, LsrError, SearchOptions, SearchService
 
 from .schemas import (DEFAULT, MAX_DOC_ID_CHARS, MAX_K, MAX_QUERY_CHARS, DocumentOut, ErrorOut, FuseIn, Fusion,
                       HealthOut, HitOut, Mode, PrfPlacement, SearchRequest, SearchResponse, StatsOut)
@@ -53,7 +53,14 @@ class Settings(BaseSettings):
     # "local": the shards searched in threads of this process
     engine: Literal["local", "ray"] = "local"
     ray_address: str | None = None
-    # a Milvus-backed index: approximate sparse search ignoring this share of the smallest query weights
+    # How the sparse list is searched (lsr.index.SearchOptions): our backend's algorithm (None: the one the
+    # index records) and what makes it approximate (prune_factor < 1, budget, max_query_terms; rescore is
+    # exact by itself); a Milvus-backed index: drop_ratio, the share of the smallest query weights ignored.
+    search_algorithm: str | None = None
+    prune_factor: float = Field(1.0, gt=0.0, le=1.0)
+    budget: int | None = Field(None, ge=1)
+    rescore: int | None = Field(None, ge=1)
+    max_query_terms: int | None = Field(None, ge=1)
     drop_ratio: float = Field(0.0, ge=0.0, lt=1.0)
     snippet_chars: int = 300
     max_body_bytes: int = MAX_BODY_BYTES
@@ -87,7 +94,16 @@ class Settings(BaseSettings):
                 self.protect_reads = True
         elif self.protect_reads:
             raise ValueError("LSR_PROTECT_READS is on but LSR_API_KEY is not set: nothing could be read")
+        try:
+            self.search_options()
+        except LsrError as e:
+            raise ValueError(str(e)) from None
         return self
+
+    def search_options(self) -> SearchOptions:
+        return SearchOptions(algorithm=self.search_algorithm, prune_factor=self.prune_factor, budget=self.budget,
+                             rescore=self.rescore, max_query_terms=self.max_query_terms,
+                             drop_ratio=self.drop_ratio)
 
     @property
     def key_required(self) -> bool:
@@ -96,7 +112,7 @@ class Settings(BaseSettings):
     def service_options(self) -> dict[str, Any]:
         """What `open_service` takes of these settings."""
         return {"verify_checksums": self.verify_checksums, "dense_backend": self.dense_backend,
-                "engine": self.engine, "ray_address": self.ray_address, "drop_ratio": self.drop_ratio}
+                "engine": self.engine, "ray_address": self.ray_address, "search_options": self.search_options()}
 
 
 def get_service(request: Request) -> SearchService:

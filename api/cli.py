@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from lsr.index import FuseIn, Fusion, LsrError, Mode, PrfPlacement, Ranking
+from lsr.index import ALGORITHMS, FuseIn, Fusion, LsrError, Mode, PrfPlacement, Ranking, SearchOptions
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None,
@@ -68,9 +68,23 @@ PlacementOpt = Annotated[PrfPlacement, typer.Option("--prf-placement",
                                                     help="hybrid PRF: interpolate before, after or both")]
 FuseInOpt = Annotated[FuseIn, typer.Option("--fuse-in", help="hybrid: fuse here (lsr) or in the index's backend "
                                            "(Milvus's hybrid search)")]
-DropRatio = Annotated[float, typer.Option("--drop-ratio", min=0.0, max=0.99, help="Milvus backend: approximate "
-                                          "sparse search ignoring this share of the smallest query weights "
-                                          "(Milvus's drop_ratio_search) [0: exact]")]
+# how the sparse list is searched (lsr.index.SearchOptions; `lsr serve` reads each from LSR_<NAME> too)
+AlgorithmName = Enum("AlgorithmName", {name: name for name in ALGORITHMS}, type=str)
+SearchAlgorithm = Annotated[Optional[AlgorithmName], typer.Option(
+    "--algorithm", help="our backend's sparse algorithm [the index's: exhaustive, or what `lsr index reorder` "
+    "recorded]; exact unless the options below make it approximate")]
+PruneFactor = Annotated[Optional[float], typer.Option(
+    "--prune-factor", min=0.0, max=1.0, help="blockmax, maxscore: below 1, approximate (a block or term is "
+    "skipped unless its bound times this beats the k-th best) [1: exact]")]
+Budget = Annotated[Optional[int], typer.Option("--budget", min=1, help="impact: postings read per query "
+                                               "(approximate) [all: exact]")]
+Rescore = Annotated[Optional[int], typer.Option("--rescore", min=1, help="impact: the best N candidates by partial "
+                                                "score scored exactly from the forward index")]
+MaxQueryTerms = Annotated[Optional[int], typer.Option("--max-query-terms", min=1, help="approximate: the heaviest "
+                                                      "N query terms only [all]")]
+DropRatio = Annotated[Optional[float], typer.Option("--drop-ratio", min=0.0, max=0.99, help="Milvus backend: "
+                                                    "approximate sparse search ignoring this share of the smallest "
+                                                    "query weights (Milvus's drop_ratio_search) [0: exact]")]
 MilvusIndexName = Enum("MilvusIndexName", {"inverted": "SPARSE_INVERTED_INDEX", "wand": "SPARSE_WAND"}, type=str)
 MilvusIndex = Annotated[MilvusIndexName, typer.Option("--milvus-index", help="Milvus's sparse index: inverted "
                                                       "(exact) or wand (SPARSE_WAND, it prunes)")]
@@ -105,6 +119,14 @@ def _options(max_length: int | None, batch_size: int, head: HeadName, device: st
     return EncoderOptions(max_length=max_length, batch_size=batch_size, head=head.value,
                           show_progress=sys.stderr.isatty(), device=_device(device),
                           collection_idf_weight=collection_idf_weight)
+
+
+def _search_given(algorithm: AlgorithmName | None, prune_factor: float | None, budget: int | None,
+                  rescore: int | None, max_query_terms: int | None, drop_ratio: float | None) -> dict:
+    """The search options given on the command line, by their `SearchOptions` names (None: not given)."""
+    given = {"algorithm": algorithm.value if algorithm else None, "prune_factor": prune_factor, "budget": budget,
+             "rescore": rescore, "max_query_terms": max_query_terms, "drop_ratio": drop_ratio}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _ranking(mode: Mode, prf: bool, fusion: Fusion, alpha: float, placement: PrfPlacement,
@@ -269,7 +291,9 @@ def search(index: Annotated[Path, typer.Argument(help="index folder")],
            k: Annotated[int, typer.Option("-k", min=1, max=100_000, help="hits to return")] = 10,
            mode: ModeOpt = DEFAULT.mode, prf: PrfOpt = DEFAULT.prf, fusion: FusionOpt = DEFAULT.fusion,
            alpha: AlphaOpt = DEFAULT.alpha, prf_placement: PlacementOpt = DEFAULT.prf_placement,
-           fuse_in: FuseInOpt = DEFAULT.fuse_in, drop_ratio: DropRatio = 0.0,
+           fuse_in: FuseInOpt = DEFAULT.fuse_in, algorithm: SearchAlgorithm = None,
+           prune_factor: PruneFactor = None, budget: Budget = None, rescore: Rescore = None,
+           max_query_terms: MaxQueryTerms = None, drop_ratio: DropRatio = None,
            as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """Search an index folder with the model(s) it was built with."""
     from lsr.encoders.provider import open_service
@@ -277,7 +301,8 @@ def search(index: Annotated[Path, typer.Argument(help="index folder")],
     if not query.strip():
         raise LsrError("empty query")
     ranking = _ranking(mode, prf, fusion, alpha, prf_placement, fuse_in)
-    service = open_service(index, drop_ratio=drop_ratio)
+    options = SearchOptions(**_search_given(algorithm, prune_factor, budget, rescore, max_query_terms, drop_ratio))
+    service = open_service(index, search_options=options)
     hits = service.search(query=query, k=k, ranking=ranking)
     if as_json:
         typer.echo(json.dumps([{"doc_id": h.doc_id, "score": h.score} for h in hits]))
@@ -294,21 +319,24 @@ def serve(index: Annotated[Path, typer.Argument(help="index folder")],
           port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 8000,
           engine: Annotated[Optional[EngineName], typer.Option("--engine", help="local: shards searched in threads "
                                                                "here; ray: on Ray actors [env LSR_ENGINE]")] = None,
-          ray_address: RayAddress = None,
-          drop_ratio: Annotated[Optional[float], typer.Option(
-              "--drop-ratio", min=0.0, max=0.99, help="Milvus backend: approximate sparse search (Milvus's "
-              "drop_ratio_search) [env LSR_DROP_RATIO, 0: exact]")] = None) -> None:
+          ray_address: RayAddress = None, algorithm: SearchAlgorithm = None, prune_factor: PruneFactor = None,
+          budget: Budget = None, rescore: Rescore = None, max_query_terms: MaxQueryTerms = None,
+          drop_ratio: DropRatio = None) -> None:
     """Serve the REST API and the search page over an index folder, plain or sharded (settings from LSR_*
-    variables: timeouts, connection cap, API key; see the README's Operations section)."""
+    variables: timeouts, connection cap, API key, the search options as LSR_SEARCH_ALGORITHM, LSR_PRUNE_FACTOR,
+    LSR_BUDGET, ...; see the README's Operations section)."""
     from pydantic import ValidationError
 
     from lsr.api.app import Settings
     from lsr.api.server import run
     from lsr.encoders.provider import open_service
 
+    given = _search_given(algorithm, prune_factor, budget, rescore, max_query_terms, drop_ratio)
+    if "algorithm" in given:
+        given["search_algorithm"] = given.pop("algorithm")
+    given.update({k: v for k, v in (("engine", engine.value if engine else None), ("ray_address", ray_address))
+                  if v is not None})
     try:
-        given = {k: v for k, v in (("engine", engine.value if engine else None), ("ray_address", ray_address),
-                                    ("drop_ratio", drop_ratio)) if v is not None}
         settings = Settings(index_dir=index, **given)
     except ValidationError as e:
         raise LsrError("; ".join(err["msg"].removeprefix("Value error, ") for err in e.errors())) from None
@@ -322,7 +350,9 @@ def serve(index: Annotated[Path, typer.Argument(help="index folder")],
 def eval_(dataset: Dataset, model: Model, split: Split = None, limit: Limit = None, dense: DenseModel = None,
           mode: ModeOpt = DEFAULT.mode, prf: PrfOpt = DEFAULT.prf, fusion: FusionOpt = DEFAULT.fusion,
           alpha: AlphaOpt = DEFAULT.alpha, prf_placement: PlacementOpt = DEFAULT.prf_placement,
-          fuse_in: FuseInOpt = DEFAULT.fuse_in, drop_ratio: DropRatio = 0.0,
+          fuse_in: FuseInOpt = DEFAULT.fuse_in, algorithm: SearchAlgorithm = None,
+          prune_factor: PruneFactor = None, budget: Budget = None, rescore: Rescore = None,
+          max_query_terms: MaxQueryTerms = None, drop_ratio: DropRatio = None,
           depth: Annotated[int, typer.Option("--depth", min=1, max=100_000, help="hits ranked per query "
                                              "(the run's depth)")] = DEFAULT.depth,
           index: Annotated[Optional[Path], typer.Option("--index", help="reuse or keep the index here")] = None,
@@ -332,18 +362,21 @@ def eval_(dataset: Dataset, model: Model, split: Split = None, limit: Limit = No
           backend: BackendOpt = SearchBackend.lsr, milvus_uri: MilvusUri = None, data_dir: DataDir = None,
           device: Device = "auto", collection_idf_weight: CollectionIdf = None) -> None:
     """Evaluate a model on a BEIR split through the search service: nDCG@10, R@100, RR@10 and efficiency (with
-    --drop-ratio, also recall@10 against the exact ranking)."""
+    approximate search options, also recall@10 against the exact ranking)."""
     from lsr.eval.beir import load_beir
     from lsr.eval.pipeline import check_milvus_options, evaluate
     from lsr.eval.report import print_report
     from lsr.index import write_trec_run
 
     ranking = _ranking(mode, prf, fusion, alpha, prf_placement, fuse_in)
+    search_options = SearchOptions(**_search_given(algorithm, prune_factor, budget, rescore, max_query_terms,
+                                                   drop_ratio))
     check_milvus_options(backend.value, milvus_uri)
     options = _options(max_length, batch_size, head, device, collection_idf_weight)
     ds = load_beir(dataset, split, data_dir, limit)
     report = evaluate(ds, model, options, index_dir=index, bits=int(bits.value), dense=dense, ranking=ranking,
-                      depth=depth, backend=backend.value, milvus_uri=milvus_uri, drop_ratio=drop_ratio)
+                      depth=depth, backend=backend.value, milvus_uri=milvus_uri,
+                      search_options=search_options)
     print_report(report)
     if json_out:
         from lsr.index.files import atomic_write

@@ -90,8 +90,13 @@ class StatsOut(BaseModel):
     engine: str = Field(description="where the shards are searched: local (threads here) or ray (Ray actors)")
     drop_ratio: float = Field(description="Milvus backend: share of the smallest query weights its approximate "
                               "sparse search ignores (0: exact)")
-    search_algorithm: str = Field("exhaustive", description="the exact sparse algorithm of our backend: exhaustive, "
-                                  "or blockmax for an index written by `lsr index reorder`")
+    search_algorithm: str = Field("exhaustive", description="our backend's sparse algorithm: the one asked for "
+                                  "(LSR_SEARCH_ALGORITHM), else the index's (exhaustive, or the one `lsr index "
+                                  "reorder` recorded)")
+    search_options: dict = Field(default_factory=dict, description="how the sparse list is searched: algorithm "
+                                 "(null: the index's), prune_factor, budget, rescore, max_query_terms, drop_ratio")
+    exact: bool = Field(True, description="whether the sparse search returns the exact top k (false: the options "
+                        "above make it approximate)")
     collection_idf_weight: float | None = Field(None, description="inference-free model: weight of the indexed "
                                                 "collection's own IDF blended with the model's table (null: "
                                                 "the table alone, or a model that encodes its queries)")

@@ -41,5 +41,5 @@ class ModelProvider:
 
 def open_service(index_dir: str | Path, *, head: str = "auto", **options: Any) -> SearchService:
     """The search service over an index folder (plain or sharded), with the encoders of the models it records;
-    `options` are SearchService's (verify_checksums, dense_backend, engine, ray_address, drop_ratio)."""
+    `options` are SearchService's (verify_checksums, dense_backend, engine, ray_address, search_options)."""
     return SearchService(index_dir, encoders=ModelProvider(head=head), **options)

@@ -16,8 +16,8 @@ import numpy as np
 
 from lsr.encoders import SPARSE_KINDS, load_sparse_encoder as load_encoder, resolve_model
 from lsr.encoders.provider import load_dense_encoder, model_reference
-from lsr.index import (IndexReader, IndexWriter, LsrError, Mode, Quantization, Ranking, Run, SearchService,
-                       SparseBatch, StoredDocument, add_dense_store)
+from lsr.index import (IndexReader, IndexWriter, LsrError, Mode, Quantization, Ranking, Run, SearchOptions,
+                       SearchService, SparseBatch, StoredDocument, add_dense_store)
 from lsr.index.dense import dense_info, dense_part, has_dense_store
 from lsr.index.documents import documents_part
 from lsr.index.files import check_writable_target, failpoint
@@ -272,7 +272,7 @@ def open_or_build_index(dataset: BeirDataset, model: str, encoder, path: Path, o
 def _recall_vs_exact(run: Run, path: Path, dataset: BeirDataset, ranking: Ranking, encoder, dense_encoder,
                      k: int = 10) -> float:
     """Mean over the queries of |approximate top k ∩ exact top k| / |exact top k| (queries with no exact hit
-    left out): the exact ranking is the same service opened without a drop ratio."""
+    left out): the exact ranking is the same service opened with the default (exact) search options."""
     exact = SearchService(path, sparse_encoder=encoder, dense_encoder=dense_encoder)
     try:
         recalls = []
@@ -311,20 +311,23 @@ def evaluate_bm25(dataset: BeirDataset, index_dir: str | Path | None = None, dep
 
 def evaluate(dataset: BeirDataset, model: str, options: EncoderOptions, index_dir: str | Path | None = None,
              bits: int = 8, *, dense: str | None = None, ranking: Ranking | None = None, depth: int | None = None,
-             backend: str = "lsr", milvus_uri: str | None = None, drop_ratio: float = 0.0) -> EvalReport:
+             backend: str = "lsr", milvus_uri: str | None = None,
+             search_options: SearchOptions = SearchOptions()) -> EvalReport:
     """Rank every judged query through the search service, one at a time as a user's request would come, to
     `depth` (default: the ranking's fusion depth, 100), and score the run. The index lives in `index_dir`
-    (reused when it holds this model's index of this corpus) or in a temporary folder. `drop_ratio` > 0
-    (Milvus's approximate sparse search) also ranks every query exactly and reports the recall@10 of the
-    approximate top 10 against the exact one."""
+    (reused when it holds this model's index of this corpus) or in a temporary folder. `search_options` that
+    make the sparse search approximate (a budget, a prune factor, Milvus's drop ratio...) also rank every query
+    exactly and report the recall@10 of the approximate top 10 against the exact one."""
     ranking = ranking or Ranking()
     depth = depth or ranking.depth
     if depth <= 0:
         raise LsrError(f"depth must be positive, got {depth}")
     kind = resolve_model(model).kind
     if kind == "bm25":
-        if dense or ranking != Ranking(depth=ranking.depth) or backend != "lsr" or drop_ratio:
-            raise LsrError("bm25 runs alone: --dense, --mode, --prf and --backend need a SPLADE --model")
+        if (dense or ranking != Ranking(depth=ranking.depth) or backend != "lsr"
+                or search_options != SearchOptions()):
+            raise LsrError("bm25 runs alone: --dense, --mode, --prf, --backend and the search options need a SPLADE "
+                           "--model")
         return evaluate_bm25(dataset, index_dir, depth)
     if ranking.mode != Mode.sparse:
         dense = dense or "minilm"
@@ -338,7 +341,8 @@ def evaluate(dataset: BeirDataset, model: str, options: EncoderOptions, index_di
         if dense:
             dense_encoder = load_dense_encoder(dense, max_length=dense_info(path).get("max_length"),
                                                batch_size=options.batch_size)
-        service = SearchService(path, sparse_encoder=encoder, dense_encoder=dense_encoder, drop_ratio=drop_ratio)
+        service = SearchService(path, sparse_encoder=encoder, dense_encoder=dense_encoder,
+                                search_options=search_options)
         try:  # a Milvus-backed folder holds a connection (and a Milvus Lite server): given back at the end
             service.rank(query="warm up", k=depth, ranking=ranking)  # first-call costs out of timing
             run: Run = {}
@@ -354,12 +358,13 @@ def evaluate(dataset: BeirDataset, model: str, options: EncoderOptions, index_di
                     vectors.append(ranked.sparse_query)
         finally:
             service.close()
-        if drop_ratio:
+        if not search_options.exact:
             efficiency["recall@10_vs_exact"] = _recall_vs_exact(run, path, dataset, ranking, encoder, dense_encoder)
         index = service.index
         efficiency.update({
             "backend": backend, **{k: v for k, v in ranking.to_json().items() if k != "depth"},
-            "fusion_depth": ranking.depth, "dense_model": dense, "depth": depth, "drop_ratio": drop_ratio,
+            "fusion_depth": ranking.depth, "dense_model": dense, "depth": depth,
+            "drop_ratio": search_options.drop_ratio, "search_options": search_options.to_json(),
             "index_bytes": index.size_bytes(), "shards": index.num_shards,
             "avg_doc_nnz": float(index.meta["num_postings"]) / index.num_docs,
             "query_encode_ms": percentiles(encode_ms), "search_ms": percentiles(search_ms),

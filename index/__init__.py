@@ -14,14 +14,14 @@ from .prf import feedback_matrix, rocchio_sparse, vector_prf
 from .protocols import DenseQueryEncoder, DocumentEncoder, EncoderProvider, QueryEncoder, SparseSearcher
 from .quantize import Quantization
 from .ranking import FuseIn, Fusion, Mode, PrfPlacement, Ranking
-from .search import ALGORITHMS, Searcher, brute_force_search
+from .search import ALGORITHMS, SearchOptions, Searcher, brute_force_search
 from .service import Ranked, SearchService
 from .sparse import SparseBatch
 from .storage import FORMAT_VERSION, IndexReader
 
 __all__ = ["ALGORITHMS", "FORMAT_VERSION", "DenseQueryEncoder", "DenseStore", "DocumentEncoder", "DocumentNotFound",
            "EncoderProvider", "EngineUnavailable", "FuseIn", "Fusion", "Hit", "IndexFormatError", "IndexReader", "IndexWriter", "LsrError", "Mode",
-           "PrfPlacement", "Quantization", "QueryEncoder", "Ranked", "Ranking", "Run", "SearchService", "Searcher",
-           "SparseBatch", "SparseSearcher", "StoredDocument", "add_dense_store", "amend_index", "brute_force_search",
+           "PrfPlacement", "Quantization", "QueryEncoder", "Ranked", "Ranking", "Run", "SearchOptions", "SearchService",
+           "Searcher", "SparseBatch", "SparseSearcher", "StoredDocument", "add_dense_store", "amend_index", "brute_force_search",
            "feedback_matrix", "interpolate", "interpolate_hits", "normalize", "normalize_run", "rocchio_sparse",
            "rrf", "rrf_hits", "verify_index", "vector_prf", "write_trec_run"]

@@ -26,7 +26,7 @@ from .dense import DenseStore
 from .errors import IndexFormatError, LsrError
 from .hits import Hit, Run, ranking_order
 from .protocols import SparseSearcher
-from .search import ALGORITHMS, SEARCH_ALGORITHM, Searcher
+from .search import ALGORITHMS, SEARCH_ALGORITHM, SearchOptions, Searcher
 from .sparse import SparseBatch
 from .storage import IndexReader
 
@@ -198,20 +198,27 @@ def index_backend(reader: IndexReader) -> str:
     return backend
 
 
-def open_searcher(reader: IndexReader, folder: str | Path, *, drop_ratio: float = 0.0) -> SparseSearcher:
-    """The searcher the index folder was built for: ours, Lucene impact search or Milvus (`drop_ratio` > 0:
-    Milvus's approximate search, which ignores that share of the smallest query weights)."""
+def open_searcher(reader: IndexReader, folder: str | Path,
+                  options: SearchOptions = SearchOptions()) -> SparseSearcher:
+    """The searcher the index folder was built for: ours (with `options`: the algorithm, exact unless they make it
+    approximate), Lucene impact search, or Milvus (whose one option is `options.drop_ratio`)."""
     backend = index_backend(reader)
     if backend == "milvus":
+        if options.ours():
+            raise LsrError(f"{folder}: ranks through Milvus, which takes a drop ratio only; the algorithm, "
+                           "prune factor, budget, rescore and max query terms are lsr's own search")
         from .milvus import MilvusSparseSearcher
 
-        return MilvusSparseSearcher(reader, folder, drop_ratio=drop_ratio)
-    if drop_ratio:
+        return MilvusSparseSearcher(reader, folder, drop_ratio=options.drop_ratio)
+    if options.drop_ratio:
         raise LsrError(f"{folder}: a drop ratio is Milvus's approximate search; this index ranks through the "
                        f"{backend} backend")
     if backend == "lucene":
+        if options.ours():
+            raise LsrError(f"{folder}: ranks through Lucene impact search, which takes none of lsr's search "
+                           "options (algorithm, prune factor, budget, rescore, max query terms)")
         return LuceneImpactBackend(reader, folder)
-    return Searcher(reader, algorithm=search_algorithm(reader))
+    return Searcher(reader, **{"algorithm": search_algorithm(reader), **options.ours()})
 
 
 def search_algorithm(reader: IndexReader) -> str:

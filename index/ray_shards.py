@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import EngineUnavailable, LsrError
+from .search import SearchOptions
 
 ACTOR_CPUS = 0.25  # per shard actor: search is short and latency-bound; Ray only uses this for placement
 
@@ -121,11 +122,12 @@ def _shard_actor_class():
 
     @ray.remote(num_cpus=ACTOR_CPUS, max_restarts=3, max_task_retries=1)
     class ShardActor:
-        def __init__(self, path: str, dense_backend: str, verify_checksums: bool, drop_ratio: float) -> None:
+        def __init__(self, path: str, dense_backend: str, verify_checksums: bool,
+                     search_options: SearchOptions) -> None:
             from lsr.index.shard import LocalShard
 
             self.shard = LocalShard(path, dense_backend=dense_backend, verify_checksums=verify_checksums,
-                                    drop_ratio=drop_ratio)
+                                    search_options=search_options)
 
         def ready(self) -> int:
             return self.shard.reader.num_docs
@@ -137,13 +139,13 @@ def _shard_actor_class():
 
 
 def ray_handles(paths: Sequence[Path], *, address: str | None = None, dense_backend: str = "auto",
-                verify_checksums: bool = True, drop_ratio: float = 0.0) -> list[RayShard]:
+                verify_checksums: bool = True, search_options: SearchOptions = SearchOptions()) -> list[RayShard]:
     """One actor per shard folder, each opened (and checked) before this returns."""
     import ray
 
     start_ray(address)
     actor_class = _shard_actor_class()
-    actors = [actor_class.remote(str(p), dense_backend, verify_checksums, drop_ratio) for p in paths]
+    actors = [actor_class.remote(str(p), dense_backend, verify_checksums, search_options) for p in paths]
     try:
         ray.get([a.ready.remote() for a in actors], timeout=600)
     except ray.exceptions.RayActorError as e:

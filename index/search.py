@@ -36,7 +36,8 @@ score. Score = sum over query terms of `query_weight * impact`, divided by the q
 from __future__ import annotations
 
 import threading
-from typing import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
 
 import numba
 import numpy as np
@@ -439,6 +440,78 @@ PRUNING = ("blockmax", "maxscore")  # the algorithms `prune_factor` < 1 makes ap
 POSITIVE_ONLY = (*PRUNING, "impact")  # bounds or orders that hold for non-negative query weights only
 
 
+def _positive_int(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer, float)) and int(value) == value \
+        and value >= 1
+
+
+def check_search_options(algorithm: str | None, *, prune_factor: float = 1.0, budget: int | None = None,
+                         rescore: int | None = None, max_query_terms: int | None = None) -> None:
+    """One line (LsrError) for settings `Searcher` cannot run. `algorithm` None (the one an index records, known
+    only once it is open) checks what does not depend on it; `Searcher` checks again with the real one."""
+    if algorithm is not None and algorithm not in ALGORITHMS:
+        raise LsrError(f"unknown search algorithm {algorithm!r}; choose from {', '.join(ALGORITHMS)}")
+    if isinstance(prune_factor, bool) or not isinstance(prune_factor, (int, float)) or not 0 < prune_factor <= 1:
+        raise LsrError(f"prune_factor must be in (0, 1], got {prune_factor!r}")
+    if max_query_terms is not None and not _positive_int(max_query_terms):
+        raise LsrError(f"max_query_terms takes a positive integer, got {max_query_terms!r}")
+    for name, value, what in (("budget", budget, "postings per query"), ("rescore", rescore,
+                                                                            "candidates scored exactly")):
+        if value is not None and not _positive_int(value):
+            raise LsrError(f"{name} ({what}) takes a positive integer, got {value!r}")
+    if algorithm is None:
+        return
+    if algorithm not in PRUNING and prune_factor != 1:
+        raise LsrError(f"prune_factor applies to the {' and '.join(PRUNING)} algorithms only, not {algorithm}")
+    for name, value in (("budget", budget), ("rescore", rescore)):
+        if value is not None and algorithm != "impact":
+            raise LsrError(f"{name} applies to the impact algorithm only, not {algorithm}")
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How a served index's sparse list is searched (`lsr search/serve/eval`, `SearchService`): the algorithm
+    (None: the one the index records, exhaustive unless `lsr index reorder` chose another) and what makes it
+    approximate, none of it on unless asked: `prune_factor` < 1 (blockmax, maxscore), a `budget` of postings
+    per query (impact; `rescore` scores that many candidates exactly from the forward index),
+    `max_query_terms` (the heaviest query terms only), and `drop_ratio` (a Milvus-backed index: Milvus's
+    `drop_ratio_search`, the smallest query weights ignored)."""
+
+    algorithm: str | None = None
+    prune_factor: float = 1.0
+    budget: int | None = None
+    rescore: int | None = None
+    max_query_terms: int | None = None
+    drop_ratio: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_search_options(self.algorithm, prune_factor=self.prune_factor, budget=self.budget,
+                             rescore=self.rescore, max_query_terms=self.max_query_terms)
+        if isinstance(self.drop_ratio, bool) or not isinstance(self.drop_ratio, (int, float)) \
+                or not 0.0 <= self.drop_ratio < 1.0:
+            raise LsrError(f"drop_ratio must be in [0, 1), got {self.drop_ratio!r}")
+        if self.drop_ratio and self.ours():
+            raise LsrError("drop_ratio is Milvus's approximate search; algorithm, prune_factor, budget, rescore "
+                           "and max_query_terms are lsr's own: not both")
+
+    def ours(self) -> dict[str, Any]:
+        """The settings for our `Searcher` that differ from its defaults (the algorithm apart)."""
+        given = {"prune_factor": self.prune_factor, "budget": self.budget, "rescore": self.rescore,
+                 "max_query_terms": self.max_query_terms}
+        defaults = {"prune_factor": 1.0}
+        return {k: v for k, v in given.items() if v != defaults.get(k)} | (
+            {"algorithm": self.algorithm} if self.algorithm else {})
+
+    @property
+    def exact(self) -> bool:
+        """Whether every setting keeps the exact top k (an algorithm, or rescore alone, does)."""
+        return (self.prune_factor == 1.0 and self.budget is None and self.max_query_terms is None
+                and not self.drop_ratio)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 def _rank(scores: np.ndarray, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     order = ranking_order(docs, scores)
     return docs[order], scores[order]
@@ -486,24 +559,10 @@ class Searcher(HitsFromVectors):
     def __init__(self, reader: IndexReader, *, algorithm: str = "exhaustive", prune_factor: float = 1.0,
                  max_query_terms: int | None = None, chunk_docs: int = CHUNK_DOCS, budget: int | None = None,
                  rescore: int | None = None) -> None:
-        if algorithm not in ALGORITHMS:
-            raise LsrError(f"unknown search algorithm {algorithm!r}; choose from {', '.join(ALGORITHMS)}")
-        if not 0 < prune_factor <= 1:
-            raise LsrError(f"prune_factor must be in (0, 1], got {prune_factor}")
+        check_search_options(algorithm, prune_factor=prune_factor, budget=budget, rescore=rescore,
+                             max_query_terms=max_query_terms)
         if chunk_docs < 1:
             raise LsrError(f"chunk_docs must be positive, got {chunk_docs}")
-        if max_query_terms is not None and max_query_terms < 1:
-            raise LsrError(f"max_query_terms must be positive, got {max_query_terms}")
-        if algorithm not in PRUNING and prune_factor != 1:
-            raise LsrError(f"prune_factor applies to the {' and '.join(PRUNING)} algorithms only")
-        if budget is not None and (algorithm != "impact" or isinstance(budget, bool) or int(budget) != budget
-                                   or budget < 1):
-            raise LsrError(f"budget (postings per query) takes a positive integer and the impact algorithm, got "
-                           f"{budget!r} with {algorithm}")
-        if rescore is not None and (algorithm != "impact" or isinstance(rescore, bool) or int(rescore) != rescore
-                                    or rescore < 1):
-            raise LsrError(f"rescore (candidates scored exactly) takes a positive integer and the impact algorithm, "
-                           f"got {rescore!r} with {algorithm}")
         self.budget = None if budget is None else int(budget)
         self.rescore = None if rescore is None else int(rescore)
         self.reader = reader

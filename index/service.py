@@ -33,7 +33,7 @@ import numpy as np
 from .documents import DocumentNotFound, StoredDocument
 from .errors import LsrError
 from .fusion import interpolate_hits, rrf_hits
-from .search import SEARCH_ALGORITHM
+from .search import SEARCH_ALGORITHM, SearchOptions
 from .hits import Hit, ranked_hits
 from .prf import rocchio_sparse, vector_prf
 from .protocols import DenseQueryEncoder, EncoderProvider, QueryEncoder
@@ -56,17 +56,17 @@ class SearchService:
     """Owns one index folder (plain or sharded) and its encoders; every method is keyword-only and thread-safe.
 
     `engine="ray"` places a sharded folder's shards on Ray actors (`ray_address`: a running cluster, else a
-    local Ray); "local" searches the shards in parallel threads of this process. `drop_ratio` > 0: Milvus's
-    approximate sparse search (a Milvus-backed folder only)."""
+    local Ray); "local" searches the shards in parallel threads of this process. `search_options`: how the
+    sparse list is searched (`SearchOptions`: the algorithm, and what makes it approximate; exact by default)."""
 
     def __init__(self, index_dir: str | Path, *, encoders: EncoderProvider | None = None,
                  sparse_encoder: QueryEncoder | None = None, dense_encoder: DenseQueryEncoder | None = None,
                  verify_checksums: bool = True, dense_backend: str = "auto", engine: str = "local",
-                 ray_address: str | None = None, drop_ratio: float = 0.0) -> None:
+                 ray_address: str | None = None, search_options: SearchOptions = SearchOptions()) -> None:
         self.path = Path(index_dir)
         self.index = open_shards(self.path, verify_checksums=verify_checksums, dense_backend=dense_backend,
-                                 engine=engine, ray_address=ray_address, drop_ratio=drop_ratio)
-        self.drop_ratio = drop_ratio
+                                 engine=engine, ray_address=ray_address, search_options=search_options)
+        self.search_options = search_options
         info = self.index.info
         self.sparse_model = info.get("model")
         if sparse_encoder is None:
@@ -116,8 +116,10 @@ class SearchService:
             "backend": self.index.info.get("backend", "lsr"),
             "shards": self.index.num_shards,
             "engine": self.index.engine,
-            "drop_ratio": self.drop_ratio,
-            "search_algorithm": self.index.info.get(SEARCH_ALGORITHM, "exhaustive"),
+            "drop_ratio": self.search_options.drop_ratio,
+            "search_algorithm": self.search_options.algorithm or self.index.info.get(SEARCH_ALGORITHM, "exhaustive"),
+            "search_options": self.search_options.to_json(),
+            "exact": self.search_options.exact,
             # an inference-free query side: the weight of the collection's own IDF (None: no statistics used)
             "collection_idf_weight": (getattr(self.sparse_encoder, "collection_idf_weight", None)
                                       if self.collection_stats is not None else None),

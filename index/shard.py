@@ -12,6 +12,7 @@ import scipy.sparse as sp
 from .dense import DenseStore, has_dense_store
 from .errors import LsrError
 from .lucene import open_dense_store, open_searcher
+from .search import SearchOptions
 from .storage import IndexReader
 
 
@@ -25,11 +26,11 @@ class LocalShard:
     """One index folder opened in this process: sparse and dense top k, feedback rows, dense rows."""
 
     def __init__(self, path: str | Path, *, verify_checksums: bool = True, dense_backend: str = "auto",
-                 reader: IndexReader | None = None, drop_ratio: float = 0.0) -> None:
+                 reader: IndexReader | None = None, search_options: SearchOptions = SearchOptions()) -> None:
         self.path = Path(path)
         self.reader = reader or IndexReader(self.path, verify_checksums=verify_checksums)
         # ours, Lucene or Milvus, per the folder's backend
-        self.searcher = open_searcher(self.reader, self.path, drop_ratio=drop_ratio)
+        self.searcher = open_searcher(self.reader, self.path, search_options)
         self.dense: DenseStore | None = None
         if has_dense_store(self.path):
             self.dense = open_dense_store(self.reader, self.path, backend=dense_backend,  # Milvus's for milvus

@@ -48,6 +48,7 @@ from .folder import IndexWriter, check_folder
 from .hits import ranking_order
 from .lucene import index_backend
 from .quantize import Quantization
+from .search import SearchOptions
 from .shard import LocalShard, ShardHandle
 from .sparse import SparseBatch
 from .storage import META, SHARDED_FORMAT, IndexReader, _meta_checksum, is_lsr_index, read_checked_meta
@@ -262,17 +263,17 @@ def _plain_meta(reader: IndexReader) -> dict[str, Any]:
 
 def open_shards(path: str | Path, *, verify_checksums: bool = True, dense_backend: str = "auto",
                 threads: int | None = None, engine: str = "local", ray_address: str | None = None,
-                drop_ratio: float = 0.0) -> ShardSet:
+                search_options: SearchOptions = SearchOptions()) -> ShardSet:
     """An index folder, plain or sharded, opened for search. `engine="ray"` places the shards on Ray actors
-    (this process keeps the doc ids and documents); "local" searches them in parallel threads. `drop_ratio`:
-    Milvus's approximate sparse search (`open_searcher`)."""
+    (this process keeps the doc ids and documents); "local" searches them in parallel threads.
+    `search_options`: how each shard's sparse list is searched (`open_searcher`)."""
     path = Path(path)
     if not is_sharded_index(path):
         if engine == "ray":
             raise LsrError(f"{path}: --engine ray serves a sharded index (build one with --shards N, or "
                            "`lsr index merge OUT DIR --shards N`)")
         shard = LocalShard(path, verify_checksums=verify_checksums, dense_backend=dense_backend,
-                           drop_ratio=drop_ratio)
+                           search_options=search_options)
         r = shard.reader
         return ShardSet(path, _plain_meta(r), [shard], [0], r.doc_ids, read_documents(path, r.doc_ids),
                         shard.dense.info if shard.dense else None, shard.dense.dim if shard.dense else None,
@@ -314,11 +315,11 @@ def open_shards(path: str | Path, *, verify_checksums: bool = True, dense_backen
         from .ray_shards import ray_handles
 
         handles = ray_handles([path / r.name for r in records], address=ray_address, dense_backend=dense_backend,
-                              verify_checksums=verify_checksums, drop_ratio=drop_ratio)
+                              verify_checksums=verify_checksums, search_options=search_options)
         backend = "ray"
     else:
         handles = [LocalShard(path / r.name, reader=rd, dense_backend=dense_backend,
-                              verify_checksums=verify_checksums, drop_ratio=drop_ratio)
+                              verify_checksums=verify_checksums, search_options=search_options)
                    for r, rd in zip(records, readers)]
         pool = ThreadPoolExecutor(max_workers=threads or min(len(handles), os.cpu_count() or 1),
                                   thread_name_prefix="lsr-shard")

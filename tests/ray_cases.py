@@ -139,6 +139,33 @@ def test_serve_engine_ray_answers_like_the_plain_server(ray_local, tmp_path, dat
         proc.wait(timeout=60)
 
 
+def test_search_options_reach_the_ray_shards(ray_local, tmp_path, dataset, plain):
+    """An approximate mode (impact, a small budget) asked of a Ray-served sharded index is what each actor runs:
+    its sparse top 10 equal the same options' on shards searched here, and the exact service differs somewhere."""
+    from lsr.encoders.provider import ModelProvider
+    from lsr.index import SearchOptions
+    from lsr.index.shards import open_shards
+
+    merge_indexes(tmp_path / "four", [plain], shards=4)
+    options = SearchOptions(algorithm="impact", budget=10)
+    on_ray = open_shards(tmp_path / "four", engine="ray", search_options=options)
+    here = open_shards(tmp_path / "four", search_options=options)
+    exact = open_shards(tmp_path / "four")
+    encoder = ModelProvider().sparse_query_encoder(here.info)
+    differs = 0
+    try:
+        for text in list(dataset.queries.values())[:QUERIES]:
+            terms, weights = encoder.encode_queries([text]).row(0)
+            got, want = on_ray.sparse(terms, weights, 10), here.sparse(terms, weights, 10)
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_allclose(got[1], want[1], rtol=1e-12)
+            differs += not np.array_equal(got[0], exact.sparse(terms, weights, 10)[0])
+    finally:
+        for s in (on_ray, here, exact):
+            s.close()
+    assert differs > 0  # 10 postings a shard: approximate on these queries
+
+
 class socket_port:
     """A free loopback port (closed again before the server binds it)."""
 

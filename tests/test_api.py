@@ -216,6 +216,40 @@ def test_lifespan_loads_the_index_from_settings(index_dir, monkeypatch):
         assert client.get("/search", params={"q": QUERY, "mode": "dense", "k": 1}).status_code == 200
 
 
+def test_search_options_from_the_environment(index_dir, monkeypatch):
+    """LSR_SEARCH_ALGORITHM, LSR_BUDGET, ... choose how the served index is searched; /stats says so."""
+    for name, value in (("INDEX_DIR", index_dir), ("WARM_UP", "false"), ("SEARCH_ALGORITHM", "impact"),
+                        ("BUDGET", "40"), ("RESCORE", "20")):
+        monkeypatch.setenv(f"LSR_{name}", str(value))
+    with TestClient(create_app()) as client:
+        stats = client.get("/stats").json()
+        assert stats["search_algorithm"] == "impact" and stats["exact"] is False
+        assert stats["search_options"] == {"algorithm": "impact", "prune_factor": 1.0, "budget": 40,
+                                           "rescore": 20, "max_query_terms": None, "drop_ratio": 0.0}
+        hits = client.post("/search", json={"query": QUERY, "k": 5}).json()["hits"]
+        assert 0 < len(hits) <= 5
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"search_algorithm": "fastest"}, "unknown search algorithm 'fastest'"),
+    ({"search_algorithm": "impact", "budget": 10, "drop_ratio": 0.2}, "Milvus's approximate search"),
+    ({"search_algorithm": "exhaustive", "prune_factor": 0.5}, "maxscore algorithms only"),
+    ({"prune_factor": 1.5}, "less than or equal to 1"),
+])
+def test_bad_search_options_refuse_to_start(index_dir, settings, message):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=message):
+        Settings(index_dir=index_dir, **settings)
+
+
+def test_options_the_index_cannot_take_fail_at_open(index_dir, service):
+    """A budget without the impact algorithm is checked against the algorithm the index records."""
+    options = Settings(index_dir=index_dir, budget=10).search_options()
+    with pytest.raises(LsrError, match="impact algorithm only, not exhaustive"):
+        SearchService(index_dir, sparse_encoder=service.sparse_encoder, search_options=options)
+
+
 def test_lifespan_fails_on_a_missing_index(tmp_path):
     with pytest.raises(LsrError, match="no such index folder"):
         with TestClient(create_app(Settings(index_dir=tmp_path / "missing"))):

@@ -121,6 +121,51 @@ def test_hybrid_index_search_and_eval(cli, data_dir, tmp_path):
     assert code == 2 and "dense store of model 'minilm'" in err
 
 
+def test_search_options_through_search_and_eval(cli, data_dir, tmp_path):
+    """`--algorithm` and the approximate options reach our searcher: the exact algorithms give the default's
+    hits, a small impact budget does not on every query and `lsr eval` measures its recall against the exact
+    ranking; settings that cannot run are one line, before any model loads."""
+    idx = tmp_path / "idx"
+    code, _, err = cli("index", "build", "--dataset", "scifact", "--model", "splade-tiny", "--limit", "150",
+                       "--out", idx, "--data-dir", data_dir)
+    assert code == 0, err
+    queries = ["microRNA expression in cancer", "vitamin D and bone density", "statins lower cholesterol"]
+    from lsr.encoders.provider import open_service
+    from lsr.index import SearchOptions
+
+    exact = open_service(idx)
+
+    def hits(service, query):
+        return [h.doc_id for h in service.search(query=query, k=10)]
+
+    for options in (SearchOptions(algorithm="maxscore"), SearchOptions(algorithm="blockmax"),
+                    SearchOptions(algorithm="impact", rescore=50)):
+        service = open_service(idx, search_options=options)
+        assert [hits(service, q) for q in queries] == [hits(exact, q) for q in queries], options
+    code, out, err = cli("search", idx, queries[0], "-k", "10", "--json", "--algorithm", "impact", "--budget", "20",
+                         "--rescore", "10")
+    assert code == 0, err
+    approximate = open_service(idx, search_options=SearchOptions(algorithm="impact", budget=20, rescore=10))
+    assert [h["doc_id"] for h in json.loads(out)] == hits(approximate, queries[0])
+    assert [hits(approximate, q) for q in queries] != [hits(exact, q) for q in queries]
+
+    report = tmp_path / "approximate.json"
+    code, out, err = cli("eval", "--dataset", "scifact", "--model", "splade-tiny", "--limit", "150", "--index", idx,
+                         "--algorithm", "impact", "--budget", "20", "--rescore", "10", "--json", report,
+                         "--data-dir", data_dir)
+    assert code == 0, err
+    data = json.loads(report.read_text())
+    assert data["search_options"] == {"algorithm": "impact", "prune_factor": 1.0, "budget": 20, "rescore": 10,
+                                      "max_query_terms": None, "drop_ratio": 0.0}
+    assert 0 < data["recall@10_vs_exact"] < 1
+    for options, message in ((["--budget", "100"], "impact algorithm only, not exhaustive"),
+                             (["--algorithm", "exhaustive", "--prune-factor", "0.5"], "maxscore algorithms only"),
+                             (["--prune-factor", "0"], "prune_factor must be in (0, 1]"),
+                             (["--drop-ratio", "0.2"], "Milvus's approximate search")):
+        code, _, err = cli("search", idx, queries[0], *options)
+        assert code == 2 and message in err and err.count("\n") == 1, (options, err)
+
+
 def test_train_config_with_unknown_dataset_is_one_line(cli, data_dir, tmp_path):
     config = tmp_path / "c.toml"
     config.write_text(f'out = "{tmp_path / "run"}"\nsteps = 1\n[data]\ndatasets = [{{name = "no-such-set"}}]\n')

@@ -25,7 +25,7 @@ import pytest
 pytest.importorskip("pymilvus", reason="the Milvus backend needs pymilvus and milvus-lite")
 
 from lsr.index import (EngineUnavailable, IndexFormatError, IndexReader, IndexWriter, LsrError, Ranking,  # noqa: E402
-                       SearchService, Searcher, SparseBatch, StoredDocument)
+                       SearchOptions, SearchService, Searcher, SparseBatch, StoredDocument)
 from lsr.index.dense import DenseStore, dense_part  # noqa: E402
 from lsr.index.documents import documents_part  # noqa: E402
 from lsr.index.folder import write_meta  # noqa: E402
@@ -260,9 +260,10 @@ def test_drop_ratio_and_wand(milvus_index, scifact, tmp_path):
     give it) and a `SPARSE_WAND` collection; our backend refuses a drop ratio."""
     path, reader, searcher = milvus_index
     queries = scifact[3]
-    approx = SearchService(path, sparse_encoder=scifact[1], dense_encoder=HashDense(), drop_ratio=0.5)
+    approx = SearchService(path, sparse_encoder=scifact[1], dense_encoder=HashDense(),
+                           search_options=SearchOptions(drop_ratio=0.5))
     try:
-        assert approx.stats()["drop_ratio"] == 0.5
+        assert approx.stats()["drop_ratio"] == 0.5 and not approx.stats()["exact"]
         direct = MilvusSparseSearcher(reader, path, drop_ratio=0.5)
         recalls = []
         for i in range(0, len(queries), 15):
@@ -275,7 +276,9 @@ def test_drop_ratio_and_wand(milvus_index, scifact, tmp_path):
     finally:
         approx.close()
     with pytest.raises(LsrError, match="Milvus's approximate search"):
-        open_searcher(_lsr_copy(path, tmp_path / "ours"), tmp_path / "ours", drop_ratio=0.2)
+        open_searcher(_lsr_copy(path, tmp_path / "ours"), tmp_path / "ours", SearchOptions(drop_ratio=0.2))
+    with pytest.raises(LsrError, match="ranks through Milvus"):  # our own approximate modes are not Milvus's
+        open_searcher(reader, path, SearchOptions(algorithm="impact", budget=1000))
     rng = np.random.default_rng(5)
     wand = tmp_path / "wand"
     docs = _small_index(wand, rng, sparse_index="SPARSE_WAND")
