@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from lsr.eval.bench.query import QUERY_SETS, TRAIN_QUERY_SETS, CorpusName, LsrEngine, corpus_description, \
     corpus_queries, corpus_vectors, engine_configs, fingerprint, iter_corpus_chunks, open_or_build, quantised
 from lsr.eval.engines import ScipyEngine
-from lsr.index import SparseBatch
+from lsr.index import IndexReader, SparseBatch
 
 VOCAB = 500
 
@@ -191,13 +191,18 @@ def test_blockmax_over_a_reordered_index_maps_its_hits_back(tmp_path):
                           log=lambda _: None)
     by_options = {json.dumps(r.options, sort_keys=True): r for r in rows if r.queries == "real"}
     assert len(by_options) == 1 + len(bq.BLOCKMAX_CONFIGS)
-    exact = by_options[json.dumps({"algorithm": "blockmax", "prune_factor": 1.0, "reorder": True}, sort_keys=True)]
-    # ties at the 10th score may pick other documents than file order does: recall just under 1 (checked below)
-    assert exact.mode == "exact" and exact.recall_at_10 >= 0.95 and exact.build_options["reorder"] == "cluster"
+    for block_size in (16, 32):  # each block size its own reordered index
+        exact = by_options[json.dumps({"algorithm": "blockmax", "prune_factor": 1.0, "reorder": True,
+                                       "block_size": block_size}, sort_keys=True)]
+        # ties at the 10th score may pick other documents than file order does: recall just under 1 (checked below)
+        assert exact.mode == "exact" and exact.recall_at_10 >= 0.95
+        assert exact.build_options["reorder"] == "cluster" and exact.build_options["block_size"] == block_size
     assert all(0.0 < r.recall_at_10 <= 1.0 for r in rows)
     assert not list((tmp_path / "idx").glob("*.file-order"))
-    folder = next(p for p in (tmp_path / "idx").iterdir() if p.is_dir() and "reorder" in
-                  json.loads((p / "meta.json").read_text())["info"])
+    folders = [p for p in (tmp_path / "idx").iterdir() if p.is_dir() and "reorder" in
+               json.loads((p / "meta.json").read_text())["info"]]
+    assert sorted(IndexReader(p, verify_checksums=False).block_size for p in folders) == [16, 32]
+    folder = folders[0]
     engine = LsrEngine(algorithm="blockmax", reorder=True)
     engine.open(folder)
     whole = quantised(corpus_vectors("topical-2k", None, tmp_path)).to_scipy()
