@@ -495,12 +495,12 @@ class SearchOptions:
                            "and max_query_terms are lsr's own: not both")
 
     def ours(self) -> dict[str, Any]:
-        """The settings for our `Searcher` that differ from its defaults (the algorithm apart)."""
-        given = {"prune_factor": self.prune_factor, "budget": self.budget, "rescore": self.rescore,
-                 "max_query_terms": self.max_query_terms}
-        defaults = {"prune_factor": 1.0}
-        return {k: v for k, v in given.items() if v != defaults.get(k)} | (
-            {"algorithm": self.algorithm} if self.algorithm else {})
+        """What our `Searcher` is asked for beyond its defaults: the algorithm when one is named, and each
+        approximate setting given."""
+        given = {"algorithm": self.algorithm, "budget": self.budget, "rescore": self.rescore,
+                 "max_query_terms": self.max_query_terms,
+                 "prune_factor": self.prune_factor if self.prune_factor != 1.0 else None}
+        return {k: v for k, v in given.items() if v is not None}
 
     @property
     def exact(self) -> bool:
