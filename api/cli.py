@@ -231,8 +231,9 @@ def index_merge(out: Annotated[Path, typer.Argument(help="the sharded index fold
 @index_app.command("reorder")
 def index_reorder(index: Annotated[Path, typer.Argument(help="index folder to read (left as it is)")],
                   out: Annotated[Path, typer.Argument(help="the reordered index folder to write")],
-                  block_size: Annotated[Optional[int], typer.Option(
-                      "--block-size", min=1, help="documents per block of the block maxima [default: INDEX's]")] = None,
+                  block_size: Annotated[int, typer.Option(
+                      "--block-size", min=1, help="documents per block of the block maxima (16: measured faster "
+                      "than 32 at 1M and 10M documents)")] = 16,
                   seed: Annotated[int, typer.Option("--seed", help="the clustering's seed")] = 0,
                   algorithm: Annotated[str, typer.Option(
                       "--algorithm", help="the exact algorithm OUT is searched with (search, serve, eval)")]

@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from lsr.index import IndexReader, IndexWriter, LsrError, Searcher, SparseBatch
-from lsr.index.reorder import cluster_order, reorder_index
+from lsr.index.reorder import BLOCK_SIZE, cluster_order, reorder_index
 from lsr.index.search import _blockmax_query, brute_force_search
 from lsr.index.termstats import CollectionStats, collection_stats_part, read_collection_stats
 
@@ -70,7 +70,7 @@ def test_a_reordered_index_returns_the_same_hits_and_blockmax_scores_fewer_block
     stats = CollectionStats(np.bincount(docs.term_ids, minlength=docs.vocab_size), len(docs))
     source = _build(tmp_path / "src", docs, format_version, stats)
     before = {p.name: p.read_bytes() for p in source.iterdir()}
-    target = reorder_index(source, tmp_path / "dst", seed=1)
+    target = reorder_index(source, tmp_path / "dst", seed=1, block_size=32)  # the source's, to count blocks
     assert {p.name: p.read_bytes() for p in source.iterdir()} == before  # the source is only read
     a, b = IndexReader(source), IndexReader(target)  # both open with every check
     assert b.meta["info"]["model"] == "planted" and b.meta["info"]["reorder"]["leaf_size"] == a.block_size
@@ -169,6 +169,9 @@ def test_reorder_records_the_algorithm_a_folder_is_served_with(tmp_path):
     target = reorder_index(tmp_path / "src", tmp_path / "dst")
     reader = IndexReader(target)
     assert reader.has_forward and open_searcher(reader, target).algorithm == "blockmax"
+    assert reader.block_size == BLOCK_SIZE == 16 != IndexReader(tmp_path / "src").block_size  # the reorder's own
+    with pytest.raises(LsrError, match="block_size takes a positive integer"):
+        reorder_index(tmp_path / "src", tmp_path / "bad", block_size=0)
     plain = reorder_index(tmp_path / "src", tmp_path / "plain", algorithm="exhaustive")
     assert open_searcher(IndexReader(plain), plain).algorithm == "exhaustive"
     with pytest.raises(LsrError, match="unknown search algorithm"):
