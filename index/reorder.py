@@ -28,7 +28,7 @@ import numba
 import numpy as np
 
 from .errors import LsrError
-from .search import ALGORITHMS, SEARCH_ALGORITHM
+from .search import ALGORITHMS, SEARCH_ALGORITHM, positive_int
 from .sparse import SparseBatch
 
 BRANCHING = 16  # clusters per split
@@ -278,7 +278,7 @@ def reorder_index(source: str | Path, target: str | Path, *, branching: int = BR
         raise LsrError(f"reorder: {source} holds an engine's files ({other[0]}"
                        f"{f' and {len(other) - 1} more' if len(other) > 1 else ''}); reorder the plain lsr index, "
                        "then export it again")
-    if isinstance(block_size, bool) or int(block_size) != block_size or block_size < 1:
+    if not positive_int(block_size):
         raise LsrError(f"reorder: block_size takes a positive integer, got {block_size!r}")
     block_size = int(block_size)
     leaf_size = block_size if leaf_size is None else int(leaf_size)

@@ -440,9 +440,18 @@ PRUNING = ("blockmax", "maxscore")  # the algorithms `prune_factor` < 1 makes ap
 POSITIVE_ONLY = (*PRUNING, "impact")  # bounds or orders that hold for non-negative query weights only
 
 
-def _positive_int(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, np.integer, float)) and int(value) == value \
-        and value >= 1
+def _number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer, float, np.floating))
+
+
+def positive_int(value: Any) -> bool:
+    """Whether `value` is a whole number >= 1 (not a bool, not a string): the shape of every count setting."""
+    return _number(value) and int(value) == value and value >= 1
+
+
+def keeps_exact(prune_factor: float, budget: int | None, max_query_terms: int | None) -> bool:
+    """Whether our searcher keeps the exact top k with these settings (an algorithm, or rescore alone, does)."""
+    return prune_factor == 1.0 and budget is None and max_query_terms is None
 
 
 def check_search_options(algorithm: str | None, *, prune_factor: float = 1.0, budget: int | None = None,
@@ -451,13 +460,13 @@ def check_search_options(algorithm: str | None, *, prune_factor: float = 1.0, bu
     only once it is open) checks what does not depend on it; `Searcher` checks again with the real one."""
     if algorithm is not None and algorithm not in ALGORITHMS:
         raise LsrError(f"unknown search algorithm {algorithm!r}; choose from {', '.join(ALGORITHMS)}")
-    if isinstance(prune_factor, bool) or not isinstance(prune_factor, (int, float)) or not 0 < prune_factor <= 1:
+    if not _number(prune_factor) or not 0 < prune_factor <= 1:
         raise LsrError(f"prune_factor must be in (0, 1], got {prune_factor!r}")
-    if max_query_terms is not None and not _positive_int(max_query_terms):
+    if max_query_terms is not None and not positive_int(max_query_terms):
         raise LsrError(f"max_query_terms takes a positive integer, got {max_query_terms!r}")
     for name, value, what in (("budget", budget, "postings per query"), ("rescore", rescore,
                                                                             "candidates scored exactly")):
-        if value is not None and not _positive_int(value):
+        if value is not None and not positive_int(value):
             raise LsrError(f"{name} ({what}) takes a positive integer, got {value!r}")
     if algorithm is None:
         return
@@ -487,8 +496,7 @@ class SearchOptions:
     def __post_init__(self) -> None:
         check_search_options(self.algorithm, prune_factor=self.prune_factor, budget=self.budget,
                              rescore=self.rescore, max_query_terms=self.max_query_terms)
-        if isinstance(self.drop_ratio, bool) or not isinstance(self.drop_ratio, (int, float)) \
-                or not 0.0 <= self.drop_ratio < 1.0:
+        if not _number(self.drop_ratio) or not 0.0 <= self.drop_ratio < 1.0:
             raise LsrError(f"drop_ratio must be in [0, 1), got {self.drop_ratio!r}")
         if self.drop_ratio and self.ours():
             raise LsrError("drop_ratio is Milvus's approximate search; algorithm, prune_factor, budget, rescore "
@@ -504,9 +512,8 @@ class SearchOptions:
 
     @property
     def exact(self) -> bool:
-        """Whether every setting keeps the exact top k (an algorithm, or rescore alone, does)."""
-        return (self.prune_factor == 1.0 and self.budget is None and self.max_query_terms is None
-                and not self.drop_ratio)
+        """Whether every setting keeps the exact top k (ours by `keeps_exact`, and no Milvus drop ratio)."""
+        return keeps_exact(self.prune_factor, self.budget, self.max_query_terms) and not self.drop_ratio
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -646,7 +653,7 @@ class Searcher(HitsFromVectors):
 
     @property
     def exact(self) -> bool:
-        return self.prune_factor == 1.0 and self.max_query_terms is None and self.budget is None
+        return keeps_exact(self.prune_factor, self.budget, self.max_query_terms)
 
     def search_vector(self, terms: np.ndarray, weights: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """(doc_idx, score) of the top k documents for one sparse query vector."""

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from lsr.index import IndexReader, IndexWriter, LsrError, Quantization, Searcher, SparseBatch
 from lsr.index.reorder import BLOCK_SIZE as REORDER_BLOCK_SIZE, reorder_index
+from lsr.index.search import keeps_exact
 from lsr.index.storage import FORMAT_VERSION
 
 from lsr.eval.engines import ENGINES, make_engine
@@ -355,7 +356,7 @@ class LsrEngine:
                  block_size: int = REORDER_BLOCK_SIZE, layout: dict | None = None):
         self.options = {"algorithm": algorithm, "max_query_terms": max_query_terms, "prune_factor": prune_factor,
                         "budget": budget, "rescore": rescore}
-        self.mode = "exact" if max_query_terms is None and prune_factor == 1.0 and budget is None else "approximate"
+        self.mode = "exact" if keeps_exact(prune_factor, budget, max_query_terms) else "approximate"
         self.layout = dict(layout or {"format_version": FORMAT_VERSION})  # IndexWriter's format options
         if reorder and self.layout.get("format_version") == 3:  # blockmax reads the block maxima: written with it
             self.layout["forward_index"] = True
