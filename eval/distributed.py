@@ -110,8 +110,10 @@ def _in_corpus_order(units: list[list[np.ndarray]]) -> np.ndarray:
 def build_index_ray(dataset: BeirDataset, model: str, out: str | Path, options, *, workers: int = 2,
                     shards: int = 1, ray_address: str | None = None, dense: str | None = None, bits: int = 8,
                     overwrite: bool = False, documents: bool = True, log: Log | None = None,
-                    unit_docs: int = UNIT_DOCS, quantization=None) -> dict[str, Any]:
-    """The sharded index of `dataset` built on Ray (see the module docstring); the build's figures."""
+                    unit_docs: int = UNIT_DOCS, quantization=None,
+                    max_retries: int = MAX_RETRIES) -> dict[str, Any]:
+    """The sharded index of `dataset` built on Ray (see the module docstring); the build's figures. An encoder
+    actor that dies is restarted, and its unit retried, `max_retries` times before the build fails."""
     from tqdm.auto import tqdm
 
     from .pipeline import _documents, check_build, collection_parts, load_sparse_encoder, write_shards
@@ -153,7 +155,7 @@ def build_index_ray(dataset: BeirDataset, model: str, out: str | Path, options, 
             fn_constructor_args=(model, option_fields, dense, dense_max_length, threads),
             num_cpus=actor_cpus or None, num_gpus=1 if gpus else None,
             runtime_env={"env_vars": failpoints} if failpoints else None,
-            max_restarts=MAX_RETRIES, max_task_retries=MAX_RETRIES)
+            max_restarts=max_retries, max_task_retries=max_retries)
     results: dict[str, list] = {kind: [None] * len(units) for kind, units in plans.items()}
     try:
         with tqdm(total=len(texts) * len(plans), desc="encoding documents (ray)", unit="doc",
@@ -170,7 +172,7 @@ def build_index_ray(dataset: BeirDataset, model: str, out: str | Path, options, 
                 bar.update(sum(len(b) for b in plans[kind][i]))
     except (ray.exceptions.RayError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise EngineUnavailable(f"the Ray build failed (an encoder worker died {MAX_RETRIES + 1} times or Ray "
+        raise EngineUnavailable(f"the Ray build failed (an encoder worker died {max_retries + 1} times or Ray "
                                 f"stopped): {first[:300]}") from None
     encode_s = time.perf_counter() - encode_start
     if any(r is None for kind in results for r in results[kind]):
