@@ -288,6 +288,42 @@ def test_config_errors_are_one_line(tmp_path):
         load_config(bad)
 
 
+def test_config_base_file_gives_the_keys_a_config_does_not_set(tmp_path):
+    from lsr.training import load_config
+
+    (tmp_path / "base.toml").write_text('out = "a"\nsteps = 10\nlr = 1e-4\n[data]\ndatasets = [{name = "scifact"}]\n'
+                                        'group_size = 4\n[loss]\nkl = 0.5\n')
+    child = tmp_path / "sub" / "child.toml"
+    child.parent.mkdir()
+    child.write_text('base = "../base.toml"\nout = "b"\nsteps = 20\n[data]\ndatasets = [{name = "nfcorpus", repeat = 2}]\n')
+    cfg = load_config(child)
+    assert (str(cfg.out), cfg.steps, cfg.lr) == ("b", 20, 1e-4)
+    assert [(d.name, d.repeat) for d in cfg.data.datasets] == [("nfcorpus", 2)]  # a list is replaced whole
+    assert cfg.data.group_size == 4 and cfg.loss.kl == 0.5  # tables merge key by key
+    grandchild = tmp_path / "grandchild.toml"
+    grandchild.write_text('base = "sub/child.toml"\nlr = 3e-4\n')
+    assert (load_config(grandchild).steps, load_config(grandchild).lr) == (20, 3e-4)
+
+    (tmp_path / "base.toml").write_text('base = "sub/child.toml"\n')
+    with pytest.raises(LsrError, match="goes round in a circle"):
+        load_config(child)
+    child.write_text('base = 3\n')
+    with pytest.raises(LsrError, match="must be a file name"):
+        load_config(child)
+    child.write_text('base = "nowhere.toml"\n')
+    with pytest.raises(LsrError, match="nowhere.toml: cannot read"):
+        load_config(child)
+
+
+def test_every_shipped_config_loads():
+    from lsr.training import load_config
+
+    configs = sorted(Path(__file__).resolve().parents[1].glob("training/configs/**/*.toml"))
+    assert len(configs) >= 10
+    for path in configs:
+        assert load_config(path).steps >= 1, path
+
+
 def test_echo_decoder_student_trains_with_lora_and_loads_back(tmp_path, tiny_dataset):
     """A fresh Mistral decoder on SPLADE-tiny's embeddings, siamese, LoRA adapters only: the base weights stay,
     the saved (merged) model is an Echo model `lsr eval` can load."""

@@ -1,4 +1,5 @@
 """The typed training configuration, read from a TOML file (`lsr train --config FILE`); unknown keys are errors.
+A config may start from another: `base = "other.toml"` (relative to its own folder) gives every key it doesn't set.
 
 Relative paths (`out`, `data.cache_dir`) are taken from the working directory the command runs in.
 """
@@ -123,14 +124,39 @@ class TrainConfig(_Strict):
             raise ValueError(str(e)) from None
 
 
-def load_config(path: str | Path) -> TrainConfig:
-    path = Path(path)
+BASE_KEY = "base"  # a config may name another (a path relative to its own folder) and change some of its keys
+
+
+def _merged(base: dict, changes: dict) -> dict:
+    """`base` with `changes` laid over it: tables merge key by key, anything else (lists included) is replaced."""
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _read_toml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """The file's keys, over those of its `base` file (and that file's base, and so on)."""
+    if path.resolve() in seen:
+        raise LsrError(f"{path}: `{BASE_KEY}` goes round in a circle ({' -> '.join(p.name for p in seen)} -> {path.name})")
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise LsrError(f"{path}: cannot read the training config ({e.strerror})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise LsrError(f"{path}: not valid TOML ({e})") from None
+    base = raw.pop(BASE_KEY, None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise LsrError(f"{path}: `{BASE_KEY}` must be a file name, got {base!r}")
+    return _merged(_read_toml(path.parent / base, (*seen, path.resolve())), raw)
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """The typed config of a TOML file; a `base = "other.toml"` key takes every key of that file the first doesn't set."""
+    path = Path(path)
+    raw = _read_toml(path)
     try:
         return TrainConfig.model_validate(raw)
     except ValidationError as e:
@@ -138,4 +164,3 @@ def load_config(path: str | Path) -> TrainConfig:
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"
         message = first["msg"].removeprefix("Value error, ")
         raise LsrError(f"{path}: {where}: {message} ({e.error_count()} error(s))") from None
-
