@@ -122,6 +122,6 @@ def test_merged_indexes_carry_the_summed_statistics(ifree_index, tmp_path):
     assert recut.num_docs == stats.num_docs
     np.testing.assert_array_equal(recut.df, stats.df)
     service = SearchService(tmp_path / "recut", sparse_encoder=load_sparse_encoder(
-        "lsr-ifree-tiny", EncoderOptions(max_length=64, show_progress=False)))
+        "lsr-ifree-tiny", EncoderOptions(max_length=64, show_progress=False, collection_idf_weight=0.25)))
     assert service.stats()["collection_idf_weight"] == 0.25 and service.rank(query=next(iter(corpus.corpus.values())).title, k=3).hits
     service.close()
