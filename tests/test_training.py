@@ -265,27 +265,29 @@ def test_tiny_training_run_lowers_the_loss_and_resumes_exactly(tmp_path, tiny_da
         train(_config(tmp_path, lr=1e-3), [tiny_dataset], log=lambda m: None)
 
 
+def _refused(path: Path, text: str, match: str) -> None:
+    from lsr.training import load_config
+
+    path.write_text(text)
+    with pytest.raises(LsrError, match=match):
+        load_config(path)
+
+
 def test_config_errors_are_one_line(tmp_path):
     from lsr.training import load_config
 
     bad = tmp_path / "bad.toml"
-    bad.write_text('out = "x"\nsteps = 0\n[data]\ndatasets = [{name = "scifact"}]\n')
-    with pytest.raises(LsrError, match="steps: Input should be greater than or equal to 1"):
-        load_config(bad)
-    bad.write_text('out = "x"\nsteps = 1\nbogus = 2\n[data]\ndatasets = [{name = "scifact"}]\n')
-    with pytest.raises(LsrError, match="bogus: Extra inputs are not permitted"):
-        load_config(bad)
-    bad.write_text('out = "x"\nsteps = 1\n[data]\ndatasets = [{name = "scifact"}]\nteachers = ["oracle"]\n')
-    with pytest.raises(LsrError, match="unknown teachers"):
-        load_config(bad)
-    bad.write_text("not = [toml")
-    with pytest.raises(LsrError, match="not valid TOML"):
-        load_config(bad)
+    _refused(bad, 'out = "x"\nsteps = 0\n[data]\ndatasets = [{name = "scifact"}]\n',
+             "steps: Input should be greater than or equal to 1")
+    _refused(bad, 'out = "x"\nsteps = 1\nbogus = 2\n[data]\ndatasets = [{name = "scifact"}]\n',
+             "bogus: Extra inputs are not permitted")
+    _refused(bad, 'out = "x"\nsteps = 1\n[data]\ndatasets = [{name = "scifact"}]\nteachers = ["oracle"]\n',
+             "unknown teachers")
+    _refused(bad, "not = [toml", "not valid TOML")
     with pytest.raises(LsrError, match="cannot read"):
         load_config(tmp_path / "missing.toml")
-    bad.write_text('out = "x"\nsteps = 1\ndevice = "cuda:"\n[data]\ndatasets = [{name = "scifact"}]\n')
-    with pytest.raises(LsrError, match=r"device: unknown device 'cuda:': use auto, cpu, cuda or cuda:N \(1 error"):
-        load_config(bad)
+    _refused(bad, 'out = "x"\nsteps = 1\ndevice = "cuda:"\n[data]\ndatasets = [{name = "scifact"}]\n',
+             r"device: unknown device 'cuda:': use auto, cpu, cuda or cuda:N \(1 error")
 
 
 def test_config_base_file_gives_the_keys_a_config_does_not_set(tmp_path):
@@ -307,12 +309,8 @@ def test_config_base_file_gives_the_keys_a_config_does_not_set(tmp_path):
     (tmp_path / "base.toml").write_text('base = "sub/child.toml"\n')
     with pytest.raises(LsrError, match="goes round in a circle"):
         load_config(child)
-    child.write_text('base = 3\n')
-    with pytest.raises(LsrError, match="must be a file name"):
-        load_config(child)
-    child.write_text('base = "nowhere.toml"\n')
-    with pytest.raises(LsrError, match="nowhere.toml: cannot read"):
-        load_config(child)
+    _refused(child, 'base = 3\n', "must be a file name")
+    _refused(child, 'base = "nowhere.toml"\n', "nowhere.toml: cannot read")
 
 
 def test_every_shipped_config_loads():
