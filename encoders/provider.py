@@ -2,6 +2,7 @@
 the query encoders of the models a folder records, with the settings it was built with."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -16,6 +17,40 @@ def model_reference(model: str) -> str:
     """How an index records its model: a registered name or hub id as given, a folder as an absolute path."""
     path = Path(model).expanduser()
     return str(path.resolve()) if path.is_dir() else model
+
+
+# the files of a model folder that do not shape its document vectors: its card, and the query side of an
+# inference-free model (the IDF table and the collection-IDF weight are read at query time)
+_NOT_DOCUMENT_FILES = {"README.md", "idf.json", "lsr_encoder.json"}
+_WHOLE_BYTES = 64 << 20  # files up to this size are hashed whole; larger ones by their size and three windows
+_WINDOW = 1 << 20
+
+
+def model_fingerprint(model: str) -> str | None:
+    """A short hash of the files that make a model's document vectors, so that an index can tell the weights it
+    was built with from others under the same name (a registered model replaced by a newer release, a folder
+    retrained in place). None where there is no local folder to read (a hub id not in the cache, bm25)."""
+    source = resolve_model(model).source
+    folder = Path(source) if source else None
+    if folder is None or not folder.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for file in sorted(f for f in folder.rglob("*") if f.is_file() and f.name not in _NOT_DOCUMENT_FILES):
+        size = file.stat().st_size
+        digest.update(f"{file.relative_to(folder)}\0{size}\0".encode())
+        with file.open("rb") as fh:
+            if size <= _WHOLE_BYTES:
+                digest.update(fh.read())
+            else:
+                for offset in (0, size // 2, size - _WINDOW):
+                    fh.seek(offset)
+                    digest.update(fh.read(_WINDOW))
+    return digest.hexdigest()[:16]
+
+
+def model_identity(model: str) -> dict[str, Any]:
+    """What an index records of the model that encoded its documents (checked when the index is reused)."""
+    return {"model": model_reference(model), "model_fingerprint": model_fingerprint(model)}
 
 
 def load_dense_encoder(model: str, *, max_length: int | None = None, batch_size: int = 32) -> DenseEncoder:

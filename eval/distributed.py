@@ -30,7 +30,7 @@ from typing import Any, Callable
 import numpy as np
 
 from lsr.encoders.dense import dense_batches
-from lsr.encoders.provider import load_dense_encoder, model_reference
+from lsr.encoders.provider import load_dense_encoder, model_identity, model_reference
 from lsr.index import LsrError, SparseBatch
 from lsr.index.errors import EngineUnavailable
 from lsr.index.files import FAILPOINT_ENV, FAILPOINT_ONCE_ENV, check_writable_target, failpoint
@@ -182,7 +182,7 @@ def build_index_ray(dataset: BeirDataset, model: str, out: str | Path, options, 
                if dense else None)
     figures = {"encode_s": encode_s, "docs_per_s": len(texts) / max(encode_s, 1e-9), "ray_start_s": ray_start_s,
                "workers": workers, "shards": shards}
-    info = {"model": model_reference(model), "max_length": encoder.max_length, "dataset": dataset.name,
+    info = {**model_identity(model), "max_length": encoder.max_length, "dataset": dataset.name,
             "build": figures, "backend": "lsr", "engine": "ray"}
     dense_meta = ({"model": model_reference(dense), "max_length": dense_max_length, "dataset": dataset.name}
                   if dense else None)

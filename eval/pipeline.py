@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from lsr.encoders import SPARSE_KINDS, load_sparse_encoder as load_encoder, resolve_model
-from lsr.encoders.provider import load_dense_encoder, model_reference
+from lsr.encoders.provider import load_dense_encoder, model_fingerprint, model_identity, model_reference
 from lsr.index import (IndexReader, IndexWriter, LsrError, Mode, Quantization, Ranking, Run, SearchOptions,
                        SearchService, SparseBatch, StoredDocument, add_dense_store)
 from lsr.index.dense import dense_info, dense_part, has_dense_store
@@ -99,7 +99,7 @@ def _encode_dense(dataset: BeirDataset, model: str, max_length: int | None, batc
     vectors = encoder.encode_documents([d.contents for d in dataset.corpus.values()])
     encode_s = time.perf_counter() - start
     figures = {"encode_s": encode_s, "docs_per_s": len(dataset.corpus) / max(encode_s, 1e-9)}
-    info = {"model": model_reference(model), "max_length": encoder.max_length, "dataset": dataset.name,
+    info = {**model_identity(model), "max_length": encoder.max_length, "dataset": dataset.name,
             "build": figures}
     return vectors, info, figures
 
@@ -176,7 +176,7 @@ def build_index(dataset: BeirDataset, model: str, out: str | Path, options: Enco
     parts.extend(stats_parts)
     if documents:
         parts.append(documents_part(_documents(dataset)))
-    info = {"model": model_reference(model), "max_length": encoder.max_length, "dataset": dataset.name,
+    info = {**model_identity(model), "max_length": encoder.max_length, "dataset": dataset.name,
             "build": figures, "backend": backend}
     start = time.perf_counter()
     if shards != 1:
@@ -246,6 +246,10 @@ def open_or_build_index(dataset: BeirDataset, model: str, encoder, path: Path, o
     built_with = index.info.get("model")
     if built_with != model_reference(model):
         raise LsrError(f"{path} was built with model {built_with!r}, not {model!r}")
+    recorded, installed = index.info.get("model_fingerprint"), model_fingerprint(model)
+    if recorded and installed and recorded != installed:
+        raise LsrError(f"{path} was built with other weights of {model!r} than the ones installed now "
+                       f"(rebuild it or drop --index)")
     if index.num_docs != len(dataset.corpus) or index.doc_ids != dataset.doc_ids:
         raise LsrError(f"{path} indexes other documents than {dataset.name} (rebuild it or drop --index)")
     built_for = index.info.get("backend", "lsr")

@@ -56,6 +56,31 @@ def test_index_search_eval_round_trip(cli, data_dir, tmp_path):
     assert code == 2 and "was built with model 'splade-tiny'" in err
 
 
+
+def test_an_index_of_other_weights_under_the_same_name_is_not_reused(cli, data_dir, tmp_path):
+    """A model folder retrained in place (or a registered model replaced by a newer release) keeps its name; the
+    index records a fingerprint of the files that make its documents, so `--index` refuses stale documents."""
+    import shutil
+
+    from lsr.encoders import resolve_model
+
+    model = tmp_path / "model"
+    shutil.copytree(resolve_model("lsr-ifree-tiny").source, model)
+    idx = tmp_path / "idx"
+    args = ("eval", "--dataset", "scifact", "--split", "test", "--model", model, "--limit", "40", "--max-length", "32",
+            "--index", idx, "--data-dir", data_dir)
+    code, _, err = cli(*args)
+    assert code == 0, err
+    (model / "README.md").write_text("a new card\n")  # the card and the query side do not shape the documents
+    (model / "lsr_encoder.json").write_text(json.dumps({"max_length": 32, "collection_idf_weight": 0.5}))
+    code, _, err = cli(*args)
+    assert code == 0, err
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "layer_norm_eps": 1e-6}))  # other weights, same name
+    code, _, err = cli(*args)
+    assert code == 2 and "was built with other weights of" in err and "rebuild it or drop --index" in err
+
+
 @pytest.mark.parametrize("args, message", [
     (["eval", "--dataset", "no-such-set", "--model", "splade-tiny"], "not found"),
     (["eval", "--dataset", "scifact", "--model", "no-such-model"], "unknown model"),
