@@ -49,8 +49,18 @@ def model_fingerprint(model: str) -> str | None:
 
 
 def model_identity(model: str) -> dict[str, Any]:
-    """What an index records of the model that encoded its documents (checked when the index is reused)."""
+    """What an index records of the model that encoded its documents (`check_same_weights` reads it back)."""
     return {"model": model_reference(model), "model_fingerprint": model_fingerprint(model)}
+
+
+def check_same_weights(info: Mapping[str, Any], where: str | Path) -> None:
+    """Refuse, in one line, an index whose documents came from other weights than the installed ones of the model
+    it names (an index from before fingerprints were recorded cannot be told, and passes)."""
+    recorded = info.get("model_fingerprint")
+    installed = model_fingerprint(info["model"]) if recorded else None
+    if recorded and installed and recorded != installed:
+        raise LsrError(f"{where} was built with other weights of {info['model']!r} than the ones installed now "
+                       f"(rebuild it)")
 
 
 def load_dense_encoder(model: str, *, max_length: int | None = None, batch_size: int = 32) -> DenseEncoder:
@@ -67,6 +77,7 @@ class ModelProvider:
         self.head = head
 
     def sparse_query_encoder(self, info: Mapping[str, Any]):
+        check_same_weights(info, f"this index (of {info.get('dataset') or 'its documents'})")
         return load_sparse_encoder(resolve_model(info["model"]), max_length=int(info.get("max_length") or
                                    DEFAULT_MAX_LENGTH), batch_size=1, head=self.head, show_progress=False)
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from lsr.encoders import SPARSE_KINDS, load_sparse_encoder as load_encoder, resolve_model
-from lsr.encoders.provider import load_dense_encoder, model_fingerprint, model_identity, model_reference
+from lsr.encoders.provider import check_same_weights, load_dense_encoder, model_identity, model_reference
 from lsr.index import (IndexReader, IndexWriter, LsrError, Mode, Quantization, Ranking, Run, SearchOptions,
                        SearchService, SparseBatch, StoredDocument, add_dense_store)
 from lsr.index.dense import dense_info, dense_part, has_dense_store
@@ -246,10 +246,7 @@ def open_or_build_index(dataset: BeirDataset, model: str, encoder, path: Path, o
     built_with = index.info.get("model")
     if built_with != model_reference(model):
         raise LsrError(f"{path} was built with model {built_with!r}, not {model!r}")
-    recorded, installed = index.info.get("model_fingerprint"), model_fingerprint(model)
-    if recorded and installed and recorded != installed:
-        raise LsrError(f"{path} was built with other weights of {model!r} than the ones installed now "
-                       f"(rebuild it or drop --index)")
+    check_same_weights(index.info, path)
     if index.num_docs != len(dataset.corpus) or index.doc_ids != dataset.doc_ids:
         raise LsrError(f"{path} indexes other documents than {dataset.name} (rebuild it or drop --index)")
     built_for = index.info.get("backend", "lsr")

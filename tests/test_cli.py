@@ -75,10 +75,14 @@ def test_an_index_of_other_weights_under_the_same_name_is_not_reused(cli, data_d
     (model / "lsr_encoder.json").write_text(json.dumps({"max_length": 32, "collection_idf_weight": 0.5}))
     code, _, err = cli(*args)
     assert code == 0, err
+    code, _, err = cli("search", idx, "microRNA expression in cancer", "-k", "3")
+    assert code == 0, err
     config = json.loads((model / "config.json").read_text())
     (model / "config.json").write_text(json.dumps({**config, "layer_norm_eps": 1e-6}))  # other weights, same name
     code, _, err = cli(*args)
-    assert code == 2 and "was built with other weights of" in err and "rebuild it or drop --index" in err
+    assert code == 2 and "was built with other weights of" in err and "(rebuild it)" in err
+    code, _, err = cli("search", idx, "microRNA expression in cancer", "-k", "3")  # nor serves them
+    assert code == 2 and "this index (of scifact) was built with other weights of" in err
 
 
 @pytest.mark.parametrize("args, message", [
