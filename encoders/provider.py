@@ -82,6 +82,7 @@ class ModelProvider:
                                    DEFAULT_MAX_LENGTH), batch_size=1, head=self.head, show_progress=False)
 
     def dense_query_encoder(self, info: Mapping[str, Any]) -> DenseEncoder:
+        check_same_weights(info, f"this index's dense store (of {info.get('dataset') or 'its documents'})")
         return load_dense_encoder(info["model"], max_length=info.get("max_length"), batch_size=1)
 
 

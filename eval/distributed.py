@@ -30,7 +30,7 @@ from typing import Any, Callable
 import numpy as np
 
 from lsr.encoders.dense import dense_batches
-from lsr.encoders.provider import load_dense_encoder, model_identity, model_reference
+from lsr.encoders.provider import load_dense_encoder, model_identity
 from lsr.index import LsrError, SparseBatch
 from lsr.index.errors import EngineUnavailable
 from lsr.index.files import FAILPOINT_ENV, FAILPOINT_ONCE_ENV, check_writable_target, failpoint
@@ -184,7 +184,7 @@ def build_index_ray(dataset: BeirDataset, model: str, out: str | Path, options, 
                "workers": workers, "shards": shards}
     info = {**model_identity(model), "max_length": encoder.max_length, "dataset": dataset.name,
             "build": figures, "backend": "lsr", "engine": "ray"}
-    dense_meta = ({"model": model_reference(dense), "max_length": dense_max_length, "dataset": dataset.name}
+    dense_meta = ({**model_identity(dense), "max_length": dense_max_length, "dataset": dataset.name}
                   if dense else None)
     write_start = time.perf_counter()
     write_shards(out, docs, dataset.doc_ids, shards=shards, vocab_size=encoder.vocab_size, bits=bits, info=info,

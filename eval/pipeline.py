@@ -260,6 +260,7 @@ def open_or_build_index(dataset: BeirDataset, model: str, encoder, path: Path, o
     if dense and index.num_shards > 1:
         if not index.has_dense or (index.dense_info or {}).get("model") != model_reference(dense):
             raise LsrError(f"{path} is sharded without a dense store of {dense!r} (build it with --dense {dense})")
+        check_same_weights(index.dense_info, f"{path}'s dense store")
     elif dense:
         if not has_dense_store(path):
             figures["dense_docs_per_s"] = add_dense(path, dataset, dense, max_length=options.max_length,
@@ -267,6 +268,8 @@ def open_or_build_index(dataset: BeirDataset, model: str, encoder, path: Path, o
         elif dense_info(path).get("model") != model_reference(dense):
             raise LsrError(f"{path} holds a dense store of model {dense_info(path).get('model')!r}, "
                            f"not {dense!r}")
+        else:
+            check_same_weights(dense_info(path), f"{path}'s dense store")
     return figures
 
 

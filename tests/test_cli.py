@@ -85,6 +85,26 @@ def test_an_index_of_other_weights_under_the_same_name_is_not_reused(cli, data_d
     assert code == 2 and "this index (of scifact) was built with other weights of" in err
 
 
+
+def test_a_dense_store_of_other_weights_is_not_served(cli, data_dir, tmp_path):
+    import shutil
+
+    from lsr.encoders import resolve_model
+
+    dense = tmp_path / "dense"
+    shutil.copytree(resolve_model("minilm").source, dense)
+    idx = tmp_path / "idx"
+    code, _, err = cli("index", "build", "--dataset", "scifact", "--model", "splade-tiny", "--dense", dense,
+                       "--limit", "40", "--max-length", "32", "--out", idx, "--data-dir", data_dir)
+    assert code == 0, err
+    query = ("search", idx, "microRNA expression in cancer", "-k", "3", "--mode", "hybrid")
+    code, _, err = cli(*query)
+    assert code == 0, err
+    (dense / "retrained.txt").write_text("a file more: other files than the store was built with\n")
+    code, _, err = cli(*query)
+    assert code == 2 and "dense store (of scifact) was built with other weights of" in err
+
+
 @pytest.mark.parametrize("args, message", [
     (["eval", "--dataset", "no-such-set", "--model", "splade-tiny"], "not found"),
     (["eval", "--dataset", "scifact", "--model", "no-such-model"], "unknown model"),
