@@ -56,7 +56,6 @@ def test_index_search_eval_round_trip(cli, data_dir, tmp_path):
     assert code == 2 and "was built with model 'splade-tiny'" in err
 
 
-
 def test_an_index_of_other_weights_under_the_same_name_is_not_reused(cli, data_dir, tmp_path):
     """A model folder retrained in place (or a registered model replaced by a newer release) keeps its name; the
     index records a fingerprint of the files that make its documents, so `--index` refuses stale documents."""
@@ -83,7 +82,6 @@ def test_an_index_of_other_weights_under_the_same_name_is_not_reused(cli, data_d
     assert code == 2 and "was built with other weights of" in err and "(rebuild it)" in err
     code, _, err = cli("search", idx, "microRNA expression in cancer", "-k", "3")  # nor serves them
     assert code == 2 and "this index (of scifact) was built with other weights of" in err
-
 
 
 def test_a_dense_store_of_other_weights_is_not_served(cli, data_dir, tmp_path):
