@@ -38,8 +38,9 @@ DEFAULT = Ranking()
 Dataset = Annotated[str, typer.Option("--dataset", help="BEIR dataset name (under the data dir), folder, or "
                                        "irds:<ir_datasets id> (irds:beir/scifact/test)")]
 Split = Annotated[Optional[str], typer.Option("--split", help="qrels split: test, dev, train, or train-dev / "
-                                              "train-fit (carved from train: eval.beir.CARVED_SPLITS) [test; an "
-                                              "irds: id names its own]")]
+                                              "train-fit (carved from train: eval.beir.CARVED_SPLITS), or titles "
+                                              "(each title a query for its own text: eval.beir.TITLES_SPLIT) [test; "
+                                              "an irds: id names its own]")]
 Model = Annotated[str, typer.Option("--model", help="registered name (splade-tiny, bm25, ...), folder or hub id")]
 DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="folder of BEIR datasets [env LSR_DATA_DIR]")]
 Limit = Annotated[Optional[int], typer.Option("--limit", min=1, help="only the first N corpus documents")]
@@ -431,7 +432,10 @@ def train(config: Annotated[Path, typer.Option("--config", help="training config
                                                         "`device`, else auto]")] = None,
           seed: Annotated[Optional[int], typer.Option("--seed", min=0, help="the config's `seed`, replaced "
                                                       "(one config, several seeds)")] = None,
-          out: Annotated[Optional[Path], typer.Option("--out", help="the config's `out`, replaced")] = None) -> None:
+          out: Annotated[Optional[Path], typer.Option("--out", help="the config's `out`, replaced")] = None,
+          init: Annotated[Optional[str], typer.Option("--init", help="the config's `init` (the model training "
+                                                      "starts from), replaced: a second phase after a first")] = None
+          ) -> None:
     """Train a SPLADE student (inference-free or siamese) by ensemble distillation; resumes `out` if it holds a
     checkpoint of the same configuration."""
     from lsr.eval.beir import load_beir
@@ -440,7 +444,8 @@ def train(config: Annotated[Path, typer.Option("--config", help="training config
 
     _device(device)
     cfg = load_config(config)
-    changes = {key: value for key, value in (("device", device), ("seed", seed), ("out", out)) if value is not None}
+    changes = {key: value for key, value in (("device", device), ("seed", seed), ("out", out), ("init", init))
+               if value is not None}
     cfg = cfg.model_copy(update=changes)
     _device(cfg.device)
     datasets = [load_beir(d.name, d.split, data_dir) for d in cfg.data.datasets]

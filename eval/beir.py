@@ -21,6 +21,9 @@ BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{
 # Training reads `train-fit` of any dataset whose `train-dev` is used for choosing; nothing is chosen on test.
 CARVED_SPLITS = {"train-dev": ("train", True), "train-fit": ("train", False)}
 DEV_FRACTION = 0.2
+# Pseudo-queries from a corpus alone, no judgements (training's title pre-training, docs/TRAINING.md): each document
+# with a title and a text gives a query, its title, judged against one document, its text without the title.
+TITLES_SPLIT = "titles"
 DEV_SEED = 20261201
 BEIR_NAMES = ("arguana", "climate-fever", "cqadupstack", "dbpedia-entity", "fever", "fiqa", "hotpotqa", "msmarco",
               "nfcorpus", "nq", "quora", "scidocs", "scifact", "trec-covid", "webis-touche2020")
@@ -156,10 +159,24 @@ def load_corpus(dataset: str | Path, data_dir: str | Path | None = None, limit: 
     return BeirDataset(name=name, path=path, corpus=corpus, queries={}, qrels={}, split="")
 
 
+def title_queries(ds: BeirDataset) -> BeirDataset:
+    """`ds` as the `titles` split (TITLES_SPLIT): documents without their titles (the empty ones left out), and
+    each title a query whose one relevant document is its own. Query ids are the documents' ids."""
+    pairs = {d: doc for d, doc in ds.corpus.items() if doc.title.strip() and doc.text.strip()}
+    if not pairs:
+        raise LsrError(f"{ds.path}: no document has both a title and a text, so there is no {TITLES_SPLIT!r} split")
+    ds.corpus = {d: Document("", doc.text) for d, doc in ds.corpus.items() if doc.text.strip()}
+    ds.queries = {d: doc.title.strip() for d, doc in pairs.items()}
+    ds.qrels = {d: {d: 1} for d in pairs}
+    ds.split = TITLES_SPLIT
+    return ds
+
+
 def load_beir(dataset: str | Path, split: str | None = None, data_dir: str | Path | None = None,
               limit: int | None = None) -> BeirDataset:
     """Corpus (first `limit` documents if given), the split's judged queries and their qrels. The split of a
-    folder defaults to test (`train-dev` and `train-fit` are carved from train: CARVED_SPLITS); an `irds:` id names its split itself (`irds:beir/scifact/test`), or takes it
+    folder defaults to test (`train-dev` and `train-fit` are carved from train: CARVED_SPLITS; `titles` is made
+    from the corpus alone: TITLES_SPLIT); an `irds:` id names its split itself (`irds:beir/scifact/test`), or takes it
     from `split` (`irds:beir/scifact` + `test`)."""
     if is_irds(dataset):
         from .irds import load_irds
@@ -167,6 +184,8 @@ def load_beir(dataset: str | Path, split: str | None = None, data_dir: str | Pat
         return load_irds(f"{dataset}/{split}" if split else str(dataset), limit=limit)
     split = split or "test"
     ds = load_corpus(dataset, data_dir, limit)
+    if split == TITLES_SPLIT:
+        return title_queries(ds)
     qrels = read_split_qrels(ds.path, split)
     all_queries = {str(r["_id"]): str(r["text"]) for r in read_jsonl(ds.path / "queries.jsonl", ("_id", "text"))}
     missing = [q for q in qrels if q not in all_queries]
