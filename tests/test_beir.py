@@ -57,6 +57,24 @@ def test_missing_and_empty(tmp_path, data_dir):
         load_corpus(tmp_path / "empty")
 
 
+def test_titles_split_is_each_title_a_query_for_its_own_text(tmp_path):
+    folder = tmp_path / "set"
+    folder.mkdir()
+    (folder / "corpus.jsonl").write_text(
+        '{"_id": "a", "title": "Statins and survival", "text": "A cohort study."}\n'
+        '{"_id": "b", "title": "A title alone", "text": ""}\n'
+        '{"_id": "c", "text": "A text alone."}\n'
+        '{"_id": "d", "title": "  ", "text": "Blank title."}\n')
+    ds = load_beir(folder, "titles")  # no queries.jsonl and no qrels: the corpus is all it reads
+    assert ds.split == "titles"
+    assert {d: doc.contents for d, doc in ds.corpus.items()} == {
+        "a": "A cohort study.", "c": "A text alone.", "d": "Blank title."}
+    assert ds.queries == {"a": "Statins and survival"} and ds.qrels == {"a": {"a": 1}}
+    (folder / "corpus.jsonl").write_text('{"_id": "c", "text": "A text alone."}\n')
+    with pytest.raises(LsrError, match="no document has both a title and a text"):
+        load_beir(folder, "titles")
+
+
 def test_metrics_hand_computed():
     qrels = {"q1": {"d1": 1}, "q2": {"d2": 1}}
     perfect = {"q1": [Hit("d1", 2.0), Hit("x", 1.0)], "q2": [Hit("d2", 1.0)]}

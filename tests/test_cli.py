@@ -245,6 +245,26 @@ def test_train_device_on_the_command_line_overrides_the_config(cli, data_dir, tm
     assert code == 2 and "device: unknown device 'gpu': use auto, cpu, cuda or cuda:N" in err, err
 
 
+def test_train_titles_then_a_second_phase_from_the_first_model(cli, data_dir, tmp_path):
+    """A first phase on the `titles` split of a corpus alone, then `--init` starts a second from its model."""
+    folder = tmp_path / "set"
+    folder.mkdir()
+    lines = (data_dir / "scifact" / "corpus.jsonl").read_text().splitlines()[:24]
+    (folder / "corpus.jsonl").write_text("\n".join(lines) + "\n")
+    config = tmp_path / "c.toml"
+    config.write_text(f'out = "{tmp_path / "one"}"\nsteps = 1\nbatch_queries = 2\nmax_length = 32\nlog_every = 1\n'
+                      f'[data]\ndatasets = [{{name = "{folder}", split = "titles"}}]\ncache_dir = "{tmp_path / "cache"}"\n'
+                      'mine_depth = 4\ngroup_size = 2\n')
+    code, _, err = cli("train", "--config", config, "--data-dir", data_dir)
+    assert code == 0, err
+    first = tmp_path / "one" / "model"
+    assert json.loads((tmp_path / "one" / "config.json").read_text())["init"] == "splade-tiny"
+    code, _, err = cli("train", "--config", config, "--out", tmp_path / "two", "--init", first, "--data-dir", data_dir)
+    assert code == 0, err
+    assert json.loads((tmp_path / "two" / "config.json").read_text())["init"] == str(first)
+    assert (tmp_path / "two" / "model" / "model.safetensors").is_file()
+
+
 def test_cli_value_sets_are_the_libraries():
     """The CLI names some value sets itself (so it starts without torch); they must be the libraries' own."""
     from lsr.api.cli import BitsChoice, HeadName, SearchBackend
