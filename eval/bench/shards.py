@@ -1,6 +1,6 @@
 """Scale-out figures of issue 14, in one run (the three parts never overlap, so no two timings share the cores):
 
-1. build: the same scifact documents (the first `--build-docs`) encoded by lsr-ifree-tiny in one process
+1. build: the same scifact documents (the first `--build-docs`) encoded by `--model` in one process
    (`lsr index build`), and by `--engine ray` with 1 and 2 workers (4 shards), each in a fresh process so
    Ray's start and every model load are counted as a user meets them; wall time, encoding docs/s, peak RSS
    of the driver.
@@ -36,15 +36,15 @@ from pathlib import Path
 from lsr.eval.beir import load_corpus
 from lsr.eval.pipeline import EncoderOptions, build_index
 from lsr.eval.distributed import build_index_ray
-engine, workers, shards, n, out, data_dir = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
+engine, workers, shards, n, out, data_dir, model = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6], sys.argv[7]
 shutil.rmtree(out, ignore_errors=True)
 t = time.perf_counter()
 ds = load_corpus("scifact", data_dir, limit=n)
 options = EncoderOptions(show_progress=False)
 if engine == "ray":
-    figures = build_index_ray(ds, "lsr-ifree-tiny", out, options, workers=workers, shards=shards)
+    figures = build_index_ray(ds, model, out, options, workers=workers, shards=shards)
 else:
-    figures = build_index(ds, "lsr-ifree-tiny", out, options)
+    figures = build_index(ds, model, out, options)
 wall = time.perf_counter() - t
 print(json.dumps({"wall_s": wall, "encode_s": figures["encode_s"], "docs_per_s": figures["docs_per_s"],
                   "ray_start_s": figures.get("ray_start_s"),
@@ -80,11 +80,12 @@ def _fresh(code: str, *args: Any) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def bench_build(docs: int, workdir: Path, data_dir: str) -> list[dict[str, Any]]:
+def bench_build(docs: int, workdir: Path, data_dir: str, model: str) -> list[dict[str, Any]]:
     rows = []
     for engine, workers, shards in (("local", 0, 1), ("ray", 1, 4), ("ray", 2, 4)):
-        row = _fresh(BUILD, engine, workers, shards, docs, workdir / f"build-{engine}-{workers}", data_dir)
-        rows.append({"engine": engine, "workers": workers or None, "shards": shards, "docs": docs, **row})
+        row = _fresh(BUILD, engine, workers, shards, docs, workdir / f"build-{engine}-{workers}", data_dir, model)
+        rows.append({"engine": engine, "workers": workers or None, "shards": shards, "docs": docs, "model": model,
+                     **row})
         print(f"build {engine:5} workers={workers} shards={shards}: {row['wall_s']:.1f} s wall, "
               f"{row['docs_per_s']:.1f} docs/s encoding, {row['peak_rss_mb']:.0f} MB", flush=True)
     plain = rows[0]["docs_per_s"]
@@ -148,6 +149,8 @@ def bench_query(paths: dict[str, Path], cache: Path, rounds: int, k: int = 10) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--build-docs", type=int, default=1000, help="scifact documents for the build part")
+    parser.add_argument("--model", default="lsr-ifree-tiny-v1",
+                        help="encoder of the build part (the README's figures: lsr-ifree-tiny-v1)")
     parser.add_argument("--corpus", default="1M", help="synthetic corpus for the write and query parts")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-build", action="store_true")
@@ -161,7 +164,7 @@ def main() -> None:
     result: dict[str, Any] = {"cpus": os.cpu_count(), "machine": "the 2-core development machine, no GPU",
                               "command": "python -m lsr.eval.bench.shards " + " ".join(sys.argv[1:])}
     rows = [] if args.skip_build else [{"part": "build", **r} for r in bench_build(args.build_docs, args.workdir,
-                                                                                   args.data_dir)]
+                                                                                   args.data_dir, args.model)]
     result["write_corpus"] = f"synthetic {args.corpus}, unclustered (lsr.eval.bench.synthetic)"
     written, paths = bench_write(args.corpus, args.workdir, args.cache)
     rows += [{"part": "write", **r} for r in written]
