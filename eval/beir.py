@@ -21,10 +21,10 @@ BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{
 # Training reads `train-fit` of any dataset whose `train-dev` is used for choosing; nothing is chosen on test.
 CARVED_SPLITS = {"train-dev": ("train", True), "train-fit": ("train", False)}
 DEV_FRACTION = 0.2
+DEV_SEED = 20261201
 # Pseudo-queries from a corpus alone, no judgements (training's title pre-training, docs/TRAINING.md): each document
 # with a title and a text gives a query, its title, judged against one document, its text without the title.
 TITLES_SPLIT = "titles"
-DEV_SEED = 20261201
 BEIR_NAMES = ("arguana", "climate-fever", "cqadupstack", "dbpedia-entity", "fever", "fiqa", "hotpotqa", "msmarco",
               "nfcorpus", "nq", "quora", "scidocs", "scifact", "trec-covid", "webis-touche2020")
 
@@ -160,7 +160,7 @@ def load_corpus(dataset: str | Path, data_dir: str | Path | None = None, limit: 
 
 
 def title_queries(ds: BeirDataset) -> BeirDataset:
-    """`ds` as the `titles` split (TITLES_SPLIT): documents without their titles (the empty ones left out), and
+    """`ds` as the `titles` split (TITLES_SPLIT): documents without their titles (those with no text left out), and
     each title a query whose one relevant document is its own. Query ids are the documents' ids."""
     pairs = {d: doc for d, doc in ds.corpus.items() if doc.title.strip() and doc.text.strip()}
     if not pairs:
