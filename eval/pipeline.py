@@ -265,11 +265,11 @@ def open_or_build_index(dataset: BeirDataset, model: str, encoder, path: Path, o
         if not has_dense_store(path):
             figures["dense_docs_per_s"] = add_dense(path, dataset, dense, max_length=options.max_length,
                                                     batch_size=options.batch_size)["docs_per_s"]
-        elif dense_info(path).get("model") != model_reference(dense):
-            raise LsrError(f"{path} holds a dense store of model {dense_info(path).get('model')!r}, "
-                           f"not {dense!r}")
         else:
-            check_same_weights(dense_info(path), f"{path}'s dense store")
+            stored = dense_info(path)
+            if stored.get("model") != model_reference(dense):
+                raise LsrError(f"{path} holds a dense store of model {stored.get('model')!r}, not {dense!r}")
+            check_same_weights(stored, f"{path}'s dense store")
     return figures
 
 
